@@ -1,0 +1,300 @@
+"""In-memory inverted index: hash -> postings (reference anchor frames), in flat arrays.
+
+Layout (frozen, read-only, memory-mappable):
+
+- ``directory`` uint32[2**DIR_BITS + 1]: postings of keys whose top bits equal
+  ``b`` are ``[directory[b], directory[b + 1])``;
+- ``low`` uint8[n]: the low 8 bits of each posting's key, sorted within a bucket;
+- ``frames`` uint32[n]: the posting's global anchor frame. Tracks are laid end
+  to end on one global frame axis (``starts``), so one uint32 encodes both the
+  track and the time, and offset voting needs no track column.
+
+That is 5 bytes per posting plus a fixed 32 KiB directory. An index is built
+growable (``IndexBuilder``), then frozen; frozen indexes merge, drop tracks,
+and save to a directory of ``.npy`` files plus ``meta.json`` (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from fingerprint.hashes import hash_landmarks
+from fingerprint.landmarks import Landmarks
+from fingerprint.params import FASTMATH, FRAME_RATE, HASH_BITS, PARAMS_VERSION
+
+LOW_BITS = 8
+DIR_BITS = HASH_BITS - LOW_BITS
+FORMAT = "castwatch-index"
+FORMAT_VERSION = 1
+
+
+class IndexFormatError(Exception):
+    """An index on disk is missing, damaged or was built with other parameters."""
+
+
+@dataclass(frozen=True)
+class Index:
+    """A frozen inverted index; see the module docstring for the layout."""
+
+    directory: np.ndarray
+    low: np.ndarray
+    frames: np.ndarray
+    track_ids: tuple[str, ...]
+    starts: np.ndarray  # int64[n_tracks + 1]: global frame where each track starts; last = total
+
+    @property
+    def n_tracks(self) -> int:
+        return len(self.track_ids)
+
+    @property
+    def n_postings(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def total_frames(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def seconds(self) -> float:
+        """Reference audio covered by the index, in seconds."""
+        return self.total_frames / FRAME_RATE
+
+    @property
+    def nbytes(self) -> int:
+        """RAM taken by the arrays (what matters for capacity planning)."""
+        return int(self.directory.nbytes + self.low.nbytes + self.frames.nbytes + self.starts.nbytes)
+
+    def track_of(self, global_frame: int) -> int:
+        """Track number holding a global frame."""
+        return int(np.searchsorted(self.starts, global_frame, side="right") - 1)
+
+    def track_number(self, track_id: str) -> int:
+        try:
+            return self.track_ids.index(track_id)
+        except ValueError as e:
+            raise KeyError(f"track {track_id!r} is not in the index") from e
+
+    def without(self, track_ids: "set[str] | list[str]") -> "Index":
+        """A new index without the given tracks (unknown ids are ignored)."""
+        drop = {self.track_ids.index(t) for t in track_ids if t in self.track_ids}
+        if not drop:
+            return self
+        keep = [i for i in range(self.n_tracks) if i not in drop]
+        lengths = np.diff(self.starts)
+        shift = np.zeros(self.n_tracks, np.int64)
+        new_starts = np.zeros(len(keep) + 1, np.int64)
+        for n, i in enumerate(keep):
+            new_starts[n + 1] = new_starts[n] + lengths[i]
+            shift[i] = self.starts[i] - new_starts[n]
+        track = np.searchsorted(self.starts, self.frames, side="right") - 1
+        mask = ~np.isin(track, np.fromiter(drop, np.int64))
+        keys = _full_keys(self.directory, self.low)[mask]
+        frames = (self.frames[mask].astype(np.int64) - shift[track[mask]]).astype(np.uint32)
+        return _freeze(keys, frames, tuple(self.track_ids[i] for i in keep), new_starts)
+
+
+def _full_keys(directory: np.ndarray, low: np.ndarray) -> np.ndarray:
+    counts = np.diff(directory.astype(np.int64))
+    high = np.repeat(np.arange(counts.shape[0], dtype=np.uint32), counts)
+    return (high << LOW_BITS) | low.astype(np.uint32)
+
+
+def _freeze(keys: np.ndarray, frames: np.ndarray, track_ids: tuple[str, ...], starts: np.ndarray) -> Index:
+    """Sort postings by (key, frame) and build the directory."""
+    if len(set(track_ids)) != len(track_ids):
+        raise ValueError("duplicate track ids in index")
+    if starts[-1] >= 2**32:
+        raise ValueError("index exceeds 2**32 frames (about 4 years of audio); split the catalogue")
+    packed = (keys.astype(np.uint64) << np.uint64(32)) | frames.astype(np.uint64)
+    packed.sort()
+    sorted_keys = (packed >> np.uint64(32)).astype(np.uint32)
+    directory = np.searchsorted(
+        sorted_keys >> LOW_BITS, np.arange(2**DIR_BITS + 1, dtype=np.uint32), side="left"
+    ).astype(np.uint32)
+    return Index(
+        directory=directory,
+        low=(sorted_keys & ((1 << LOW_BITS) - 1)).astype(np.uint8),
+        frames=(packed & np.uint64(0xFFFFFFFF)).astype(np.uint32),
+        track_ids=track_ids,
+        starts=np.asarray(starts, np.int64),
+    )
+
+
+class IndexBuilder:
+    """Growable index: add tracks' landmarks, then ``freeze``."""
+
+    def __init__(self, base: Index | None = None) -> None:
+        self._keys: list[np.ndarray] = []
+        self._frames: list[np.ndarray] = []
+        self._ids: list[str] = []
+        self._lengths: list[int] = []
+        if base is not None:
+            self._keys.append(_full_keys(base.directory, base.low))
+            self._frames.append(np.asarray(base.frames))
+            self._ids.extend(base.track_ids)
+            self._lengths.extend(np.diff(base.starts).tolist())
+        self._total = int(sum(self._lengths))
+
+    def __contains__(self, track_id: str) -> bool:
+        return track_id in self._ids
+
+    @property
+    def n_tracks(self) -> int:
+        return len(self._ids)
+
+    def add(self, track_id: str, landmarks: Landmarks, n_frames: int) -> None:
+        """Add one reference track of ``n_frames`` analysis frames."""
+        if track_id in self._ids:
+            raise ValueError(f"track {track_id!r} is already in the index")
+        if len(landmarks) and int(landmarks.t.max()) >= n_frames:
+            raise ValueError(f"landmark beyond the track's {n_frames} frames")
+        self._keys.append(hash_landmarks(landmarks))
+        self._frames.append((landmarks.t + self._total).astype(np.uint32))
+        self._ids.append(track_id)
+        self._lengths.append(int(n_frames))
+        self._total += int(n_frames)
+
+    def freeze(self) -> Index:
+        keys = np.concatenate(self._keys) if self._keys else np.empty(0, np.uint32)
+        frames = np.concatenate(self._frames) if self._frames else np.empty(0, np.uint32)
+        starts = np.concatenate(([0], np.cumsum(self._lengths, dtype=np.int64)))
+        return _freeze(keys, frames, tuple(self._ids), starts)
+
+
+def merge(first: Index, second: Index) -> Index:
+    """One index holding the tracks of both (track ids must be distinct)."""
+    overlap = set(first.track_ids) & set(second.track_ids)
+    if overlap:
+        raise ValueError(f"track ids in both indexes: {sorted(overlap)[:5]}")
+    keys = np.concatenate((_full_keys(first.directory, first.low), _full_keys(second.directory, second.low)))
+    frames = np.concatenate(
+        (np.asarray(first.frames), (second.frames.astype(np.int64) + first.total_frames).astype(np.uint32))
+    )
+    starts = np.concatenate((first.starts, second.starts[1:] + first.total_frames))
+    return _freeze(keys, frames, first.track_ids + second.track_ids, starts)
+
+
+@numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
+def postings_range(directory: np.ndarray, low: np.ndarray, key: int) -> tuple[int, int]:
+    """[lo, hi) of the postings of ``key``: directory bucket, then binary search on the low byte."""
+    bucket = key >> LOW_BITS
+    lo = np.int64(directory[bucket])
+    hi = np.int64(directory[bucket + 1])
+    want = key & ((1 << LOW_BITS) - 1)
+    a, b = lo, hi
+    while a < b:
+        m = (a + b) >> 1
+        if low[m] < want:
+            a = m + 1
+        else:
+            b = m
+    start = a
+    b = hi
+    while a < b:
+        m = (a + b) >> 1
+        if low[m] <= want:
+            a = m + 1
+        else:
+            b = m
+    return start, a
+
+
+def postings(index: Index, key: int) -> np.ndarray:
+    """Global anchor frames stored under ``key`` (for tests and inspection)."""
+    lo, hi = postings_range(index.directory, index.low, int(key))
+    return np.asarray(index.frames[lo:hi])
+
+
+def save(index: Index, path: str | os.PathLike[str]) -> None:
+    """Write ``index`` to the directory ``path`` atomically (replacing an older one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        np.save(tmp / "directory.npy", index.directory)
+        np.save(tmp / "low.npy", index.low)
+        np.save(tmp / "frames.npy", index.frames)
+        np.save(tmp / "starts.npy", index.starts)
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "params_version": PARAMS_VERSION,
+            "hash_bits": HASH_BITS,
+            "track_ids": list(index.track_ids),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        old = None
+        if path.exists():
+            if not (path / "meta.json").exists():
+                raise IndexFormatError(f"{path} exists and is not a castwatch index; refusing to overwrite it")
+            old = path.with_name(f".{path.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            path.rename(old)
+        tmp.rename(path)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load(path: str | os.PathLike[str], mmap: bool = True) -> Index:
+    """Read an index written by ``save``; arrays are memory-mapped unless ``mmap=False``."""
+    path = Path(path)
+    meta_path = path / "meta.json"
+    if not meta_path.is_file():
+        raise IndexFormatError(f"{path} is not a castwatch index (no meta.json); build one with `index`")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        raise IndexFormatError(f"{meta_path} is unreadable: {e}") from e
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{path}: unsupported index format {meta.get('format')!r} v{meta.get('format_version')}"
+            f" (this castwatch reads {FORMAT} v{FORMAT_VERSION})"
+        )
+    if meta.get("params_version") != PARAMS_VERSION or meta.get("hash_bits") != HASH_BITS:
+        raise IndexFormatError(
+            f"{path} was built with fingerprint parameters v{meta.get('params_version')},"
+            f" this castwatch uses v{PARAMS_VERSION}: rebuild the index"
+        )
+    mode = "r" if mmap else None
+    try:
+        arrays = {
+            name: np.load(path / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
+            for name in ("directory", "low", "frames", "starts")
+        }
+    except (OSError, ValueError) as e:
+        raise IndexFormatError(f"{path}: damaged index file: {e}") from e
+    track_ids = tuple(meta["track_ids"])
+    expected = {
+        "directory": (np.uint32, 2**DIR_BITS + 1),
+        "low": (np.uint8, None),
+        "frames": (np.uint32, None),
+        "starts": (np.int64, len(track_ids) + 1),
+    }
+    for name, (dtype, length) in expected.items():
+        array = arrays[name]
+        if array.dtype != dtype or array.ndim != 1 or (length is not None and array.shape[0] != length):
+            raise IndexFormatError(
+                f"{path}/{name}.npy: expected 1-D {np.dtype(dtype)}"
+                f"{'' if length is None else f' of length {length}'}, found {array.dtype} {array.shape}"
+            )
+    if arrays["low"].shape[0] != arrays["frames"].shape[0] or int(arrays["directory"][-1]) != arrays["low"].shape[0]:
+        raise IndexFormatError(f"{path}: posting arrays disagree in length; the index is damaged")
+    return Index(
+        directory=arrays["directory"],
+        low=arrays["low"],
+        frames=arrays["frames"],
+        track_ids=track_ids,
+        starts=np.asarray(arrays["starts"]),
+    )

@@ -1,0 +1,399 @@
+"""Spectral-peak landmarks, batch and streaming.
+
+Pipeline, each stage a small Numba kernel (``nogil``):
+
+1. log power spectrogram (``fingerprint.spectrum``);
+2. ``_local_peaks``: local maxima over +-PEAK_DT frames x +-PEAK_DF bins, with
+   their spectral contrast and a parabolic sub-frame / sub-bin position;
+3. ``_select_top``: keep a candidate when it ranks among the PEAK_TOP_K highest
+   contrasts within +-PEAK_WINDOW frames (a sliding rank keeps the density
+   fixed and is translation invariant, unlike fixed blocks);
+4. ``_pair_peaks``: each anchor peak pairs with the next FANOUT peaks in its
+   target zone.
+
+A landmark is not a hash: it keeps the anchor frame and the continuous
+coordinates (log2 anchor frequency, octave difference, time difference in
+frames), so that the matcher can hash the query under several speed
+hypotheses (see ``fingerprint.hashes``).
+
+Every stage depends only on a bounded neighbourhood, so ``Extractor`` can emit
+each landmark as soon as its neighbourhood has been seen, and a stream fed in
+chunks of any size yields exactly the landmarks of the whole signal.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from fingerprint.params import (
+    BIN_HZ,
+    BIN_LO,
+    CONTRAST_DF,
+    FANOUT,
+    FASTMATH,
+    HOP,
+    N_FFT,
+    PAIR_DF_OCT,
+    PAIR_DT_MAX,
+    PAIR_DT_MIN,
+    PEAK_DF,
+    PEAK_DT,
+    PEAK_TOP_K,
+    PEAK_WINDOW,
+    SILENCE_LOG_POWER,
+)
+from fingerprint.spectrum import log_spectrogram, n_frames_for
+
+
+class Landmarks(NamedTuple):
+    """Anchor/target peak pairs as parallel arrays, ordered by anchor frame."""
+
+    t: np.ndarray  # int64: anchor frame (frame = HOP samples from stream start)
+    lf1: np.ndarray  # float32: log2 of the anchor frequency in Hz
+    dlf: np.ndarray  # float32: log2(target frequency / anchor frequency), octaves
+    dt: np.ndarray  # float32: target time minus anchor time, frames (sub-frame)
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return int(self.t.shape[0])
+
+    @staticmethod
+    def empty() -> "Landmarks":
+        return Landmarks(
+            np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.float32), np.empty(0, np.float32)
+        )
+
+    @staticmethod
+    def concat(parts: "list[Landmarks]") -> "Landmarks":
+        if not parts:
+            return Landmarks.empty()
+        return Landmarks(*(np.concatenate(column) for column in zip(*parts)))
+
+
+class Peaks(NamedTuple):
+    """Spectral peaks as parallel arrays, ordered by (frame, bin)."""
+
+    t: np.ndarray  # int64 frame
+    f: np.ndarray  # int32 bin index within the analysis band
+    contrast: np.ndarray  # float32 log power above the local spectral mean
+    t_frac: np.ndarray  # float32 sub-frame offset in [-0.5, 0.5]
+    f_frac: np.ndarray  # float32 sub-bin offset in [-0.5, 0.5]
+
+    @staticmethod
+    def empty() -> "Peaks":
+        return Peaks(
+            np.empty(0, np.int64),
+            np.empty(0, np.int32),
+            np.empty(0, np.float32),
+            np.empty(0, np.float32),
+            np.empty(0, np.float32),
+        )
+
+    def take(self, index: np.ndarray | slice) -> "Peaks":
+        return Peaks(*(column[index] for column in self))
+
+    @staticmethod
+    def concat(parts: "list[Peaks]") -> "Peaks":
+        if not parts:
+            return Peaks.empty()
+        return Peaks(*(np.concatenate(column) for column in zip(*parts)))
+
+
+@numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _parabolic_offset(left: float, centre: float, right: float) -> float:
+    """Vertex offset of the parabola through three equally spaced points."""
+    denom = left - 2.0 * centre + right
+    if denom >= 0.0:
+        return 0.0
+    offset = 0.5 * (left - right) / denom
+    if offset > 0.5:
+        return 0.5
+    if offset < -0.5:
+        return -0.5
+    return offset
+
+
+@numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _local_peaks(
+    spec: np.ndarray,
+    first: int,
+    last: int,
+    peak_dt: int,
+    peak_df: int,
+    contrast_df: int,
+    silence: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Local maxima of ``spec`` in rows [first, last); rows outside ``spec`` do not exist.
+
+    Ties are broken in raster order (a cell must be strictly greater than its
+    earlier neighbours and at least equal to its later ones), so a flat region
+    gives at most one maximum.
+    """
+    n_rows, n_bins = spec.shape
+    cap = (last - first) * (n_bins // (peak_df + 1) + 1)
+    out_t = np.empty(cap, np.int64)
+    out_f = np.empty(cap, np.int32)
+    out_c = np.empty(cap, np.float32)
+    out_tf = np.empty(cap, np.float32)
+    out_ff = np.empty(cap, np.float32)
+    prefix = np.empty(n_bins + 1, np.float64)
+    count = 0
+    for t in range(first, last):
+        row_has_prefix = False
+        for f in range(n_bins):
+            v = spec[t, f]
+            if v <= silence:
+                continue
+            is_peak = True
+            for dt in range(-peak_dt, peak_dt + 1):
+                tt = t + dt
+                if tt < 0 or tt >= n_rows:
+                    continue
+                for df in range(-peak_df, peak_df + 1):
+                    ff = f + df
+                    if ff < 0 or ff >= n_bins or (dt == 0 and df == 0):
+                        continue
+                    w = spec[tt, ff]
+                    earlier = dt < 0 or (dt == 0 and df < 0)
+                    if w > v or (earlier and w == v):
+                        is_peak = False
+                        break
+                if not is_peak:
+                    break
+            if not is_peak:
+                continue
+            if not row_has_prefix:
+                prefix[0] = 0.0
+                for k in range(n_bins):
+                    prefix[k + 1] = prefix[k] + spec[t, k]
+                row_has_prefix = True
+            lo = max(0, f - contrast_df)
+            hi = min(n_bins, f + contrast_df + 1)
+            mean = (prefix[hi] - prefix[lo]) / (hi - lo)
+            t_frac = 0.0
+            if t - 1 >= 0 and t + 1 < n_rows:
+                t_frac = _parabolic_offset(spec[t - 1, f], v, spec[t + 1, f])
+            f_frac = 0.0
+            if f - 1 >= 0 and f + 1 < n_bins:
+                f_frac = _parabolic_offset(spec[t, f - 1], v, spec[t, f + 1])
+            out_t[count] = t
+            out_f[count] = f
+            out_c[count] = v - mean
+            out_tf[count] = t_frac
+            out_ff[count] = f_frac
+            count += 1
+    return out_t[:count], out_f[:count], out_c[:count], out_tf[:count], out_ff[:count]
+
+
+@numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _select_top(
+    t: np.ndarray, f: np.ndarray, contrast: np.ndarray, first: int, last: int, window: int, top_k: int
+) -> np.ndarray:
+    """Indices in [first, last) of candidates among the top_k contrasts within +-window frames.
+
+    Candidates are sorted by (t, f); ties in contrast go to the earlier one.
+    """
+    n = t.shape[0]
+    keep = np.empty(last - first, np.int64)
+    count = 0
+    lo = 0
+    for i in range(first, last):
+        while t[lo] < t[i] - window:
+            lo += 1
+        better = 0
+        j = lo
+        while j < n and t[j] <= t[i] + window:
+            if contrast[j] > contrast[i] or (contrast[j] == contrast[i] and j < i):
+                better += 1
+                if better >= top_k:
+                    break
+            j += 1
+        if better < top_k:
+            keep[count] = i
+            count += 1
+    return keep[:count]
+
+
+@numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _pair_peaks(
+    t: np.ndarray,
+    t_frac: np.ndarray,
+    lf: np.ndarray,
+    first: int,
+    last: int,
+    dt_min: int,
+    dt_max: int,
+    df_oct: float,
+    fanout: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of each anchor in [first, last) with its next ``fanout`` peaks in the target zone.
+
+    ``t`` is the integer frame (zone membership), ``t_frac`` the sub-frame
+    offset and ``lf`` the log2 frequency; peaks are sorted by (t, f).
+    """
+    n = t.shape[0]
+    cap = (last - first) * fanout
+    out_t = np.empty(cap, np.int64)
+    out_lf = np.empty(cap, np.float32)
+    out_dlf = np.empty(cap, np.float32)
+    out_dt = np.empty(cap, np.float32)
+    count = 0
+    for i in range(first, last):
+        taken = 0
+        j = i + 1
+        while j < n and taken < fanout and t[j] - t[i] <= dt_max:
+            dlf = lf[j] - lf[i]
+            if t[j] - t[i] >= dt_min and abs(dlf) <= df_oct:
+                out_t[count] = t[i]
+                out_lf[count] = lf[i]
+                out_dlf[count] = dlf
+                out_dt[count] = float(t[j] - t[i]) + (t_frac[j] - t_frac[i])
+                count += 1
+                taken += 1
+            j += 1
+    return out_t[:count], out_lf[:count], out_dlf[:count], out_dt[:count]
+
+
+def _log2_hz(peaks: Peaks) -> np.ndarray:
+    return np.log2((BIN_LO + peaks.f + peaks.f_frac.astype(np.float64)) * BIN_HZ).astype(np.float32)
+
+
+def _as_samples(samples: np.ndarray) -> np.ndarray:
+    if not isinstance(samples, np.ndarray) or samples.ndim != 1:
+        raise ValueError(
+            f"expected a 1-D numpy array of mono samples, got {type(samples).__name__}"
+            f" with shape {getattr(samples, 'shape', None)}"
+        )
+    if samples.dtype != np.float32:
+        raise TypeError(
+            f"expected float32 samples at the engine rate, got {samples.dtype};"
+            " decode with fingerprint.audio or convert with .astype(np.float32)"
+        )
+    return samples
+
+
+class Extractor:
+    """Streaming landmark extractor for one signal at the engine sample rate.
+
+    ``feed`` accepts chunks of any length (including zero) and returns the
+    landmarks that became final; ``flush`` ends the stream and returns the
+    rest. The concatenation of all returned landmarks equals ``extract`` of
+    the whole signal, bit for bit. Memory stays bounded: only the last
+    ``LOOKAHEAD_FRAMES`` frames of context are kept.
+    """
+
+    def __init__(self) -> None:
+        self._pcm = np.empty(0, np.float32)  # samples from frame ``_n_frames`` on
+        self._n_frames = 0  # spectrogram frames computed so far
+        self._spec = np.empty((0, 0), np.float32)
+        self._spec_start = 0  # absolute frame of self._spec[0]
+        self._cand_done = 0  # frames whose local peaks are known
+        self._cands = Peaks.empty()  # candidates from frame _sel_done - PEAK_WINDOW on
+        self._sel_done = 0  # frames whose peak selection is final
+        self._peaks = Peaks.empty()  # selected peaks from frame _pair_done on
+        self._pair_done = 0  # frames whose anchors have been paired
+        self._finished = False
+
+    @property
+    def samples_seen(self) -> int:
+        """Samples consumed so far, including those still waiting for a full frame."""
+        return self._n_frames * HOP + self._pcm.shape[0]
+
+    def feed(self, samples: np.ndarray) -> Landmarks:
+        """Add samples (float32, engine rate); return the landmarks now final."""
+        if self._finished:
+            raise RuntimeError("this Extractor was flushed; create a new one for a new stream")
+        samples = _as_samples(samples)
+        if samples.shape[0] == 0:
+            return Landmarks.empty()
+        self._pcm = np.concatenate((self._pcm, samples))
+        return self._advance(final=False)
+
+    def flush(self) -> Landmarks:
+        """End of stream: return the remaining landmarks. The extractor cannot be fed again."""
+        if self._finished:
+            raise RuntimeError("this Extractor was already flushed")
+        self._finished = True
+        return self._advance(final=True)
+
+    def _advance(self, final: bool) -> Landmarks:
+        self._compute_frames()
+        cand_to = self._n_frames if final else self._n_frames - PEAK_DT
+        self._find_candidates(cand_to)
+        sel_to = self._cand_done if final else self._cand_done - PEAK_WINDOW
+        self._select(sel_to)
+        pair_to = self._sel_done if final else self._sel_done - PAIR_DT_MAX
+        return self._pair(pair_to)
+
+    def _compute_frames(self) -> None:
+        n_new = n_frames_for(self._pcm.shape[0])
+        if n_new == 0:
+            return
+        rows = log_spectrogram(self._pcm[: (n_new - 1) * HOP + N_FFT])
+        self._pcm = self._pcm[n_new * HOP :].copy()
+        keep_from = max(self._cand_done - PEAK_DT, self._spec_start)
+        old = self._spec[keep_from - self._spec_start :] if self._spec.size else rows[:0]
+        self._spec = np.concatenate((old, rows))
+        self._spec_start = keep_from if old.shape[0] else self._n_frames
+        self._n_frames += n_new
+
+    def _find_candidates(self, cand_to: int) -> None:
+        if cand_to <= self._cand_done:
+            return
+        base = self._spec_start
+        found = _local_peaks(
+            self._spec,
+            self._cand_done - base,
+            cand_to - base,
+            PEAK_DT,
+            PEAK_DF,
+            CONTRAST_DF,
+            SILENCE_LOG_POWER,
+        )
+        t, f, contrast, t_frac, f_frac = found
+        new = Peaks(t + base, f, contrast, t_frac, f_frac)
+        self._cands = Peaks.concat([self._cands, new])
+        self._cand_done = cand_to
+
+    def _select(self, sel_to: int) -> None:
+        if sel_to <= self._sel_done:
+            return
+        cands = self._cands
+        first = int(np.searchsorted(cands.t, self._sel_done, side="left"))
+        last = int(np.searchsorted(cands.t, sel_to, side="left"))
+        keep = _select_top(cands.t, cands.f, cands.contrast, first, last, PEAK_WINDOW, PEAK_TOP_K)
+        self._peaks = Peaks.concat([self._peaks, cands.take(keep)])
+        self._sel_done = sel_to
+        drop = int(np.searchsorted(cands.t, sel_to - PEAK_WINDOW, side="left"))
+        self._cands = cands.take(slice(drop, None))
+
+    def _pair(self, pair_to: int) -> Landmarks:
+        if pair_to <= self._pair_done:
+            return Landmarks.empty()
+        peaks = self._peaks
+        last = int(np.searchsorted(peaks.t, pair_to, side="left"))
+        pairs = _pair_peaks(
+            peaks.t, peaks.t_frac, _log2_hz(peaks), 0, last, PAIR_DT_MIN, PAIR_DT_MAX, PAIR_DF_OCT, FANOUT
+        )
+        self._peaks = peaks.take(slice(last, None))
+        self._pair_done = pair_to
+        return Landmarks(*pairs)
+
+
+def extract(samples: np.ndarray) -> Landmarks:
+    """Landmarks of a whole mono float32 signal at the engine sample rate."""
+    extractor = Extractor()
+    head = extractor.feed(_as_samples(samples))
+    return Landmarks.concat([head, extractor.flush()])
+
+
+def peaks_of(samples: np.ndarray) -> Peaks:
+    """Selected spectral peaks of a whole signal (for inspection, plots and tests)."""
+    spec = log_spectrogram(_as_samples(samples))
+    t, f, contrast, t_frac, f_frac = _local_peaks(
+        spec, 0, spec.shape[0], PEAK_DT, PEAK_DF, CONTRAST_DF, SILENCE_LOG_POWER
+    )
+    keep = _select_top(t, f, contrast, 0, t.shape[0], PEAK_WINDOW, PEAK_TOP_K)
+    return Peaks(t, f, contrast, t_frac, f_frac).take(keep)
