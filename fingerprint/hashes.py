@@ -1,19 +1,18 @@
-"""Landmark hashing under speed hypotheses.
+"""Speed-invariant triplet hashing.
 
-Radio plays records 1-5 % fast, which multiplies every frequency and divides
-every time difference by the same factor; pair hashes on a linear frequency
-axis then stop matching beyond about 1 %. We keep landmarks continuous and
-quantise them only here. The octave difference of a pair is invariant under a
-speed change; the anchor frequency and the time difference are not, so the
-query is hashed once per hypothesis (freq factor ``a``, time factor ``b``),
-each undoing a candidate distortion before quantisation. The reference side
-is always hashed at ``a = b = 1``. Matching votes per hypothesis, so the winner
-also tells the speed.
+Radio plays records 1-5 % fast: every frequency is multiplied and every
+duration divided by the same factor; time-stretching changes durations only,
+pitch-shifting frequencies only. Pair hashes on a linear frequency axis stop
+matching beyond about 1 %. A triplet (anchor, target 2, target 3) has three
+coordinates that none of these distortions change: the two octave
+differences to the targets and the ratio of the two time differences. Those
+are quantised finely. The anchor frequency and the triplet's span do change,
+so they only enter in half-octave cells, and the query side also looks in the
+neighbouring cell when a value lies near a cell edge ("probes"). One key per
+reference triplet, a few per query triplet, no search over speeds.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -21,46 +20,24 @@ import numpy as np
 from fingerprint.landmarks import Landmarks
 from fingerprint.params import (
     FASTMATH,
-    HASH_DF_BITS,
+    HASH_BITS,
+    HASH_COARSE_STEP,
     HASH_DF_STEP,
-    HASH_DT_BITS,
-    HASH_DT_PROBE_MARGIN,
-    HASH_DT_STEP,
+    HASH_DT3_BASE,
     HASH_F1_BASE,
-    HASH_F1_BITS,
-    HASH_F1_STEP,
-    SPEED_STEP_OCT,
-    SPEED_STEPS,
+    HASH_R_STEP,
+    PROBE_MARGIN_COARSE,
+    PROBE_MARGIN_R,
 )
 
-
-class Hypotheses(NamedTuple):
-    """Distortions to undo on the query: frequencies were multiplied by
-    ``2**log2_freq`` and time stretched by ``1/time_factor``."""
-
-    log2_freq: np.ndarray  # float64
-    time_factor: np.ndarray  # float64: reference seconds per query second
-
-    def __len__(self) -> int:  # type: ignore[override]
-        return int(self.log2_freq.shape[0])
-
-
-IDENTITY = Hypotheses(np.zeros(1), np.ones(1))
-
-
-def speed_hypotheses(step_oct: float = SPEED_STEP_OCT, steps: int = SPEED_STEPS) -> Hypotheses:
-    """Pitch-and-tempo speed factors 2**(k*step_oct), k in [-steps, steps], identity first."""
-    k = np.array([0] + [s for i in range(1, steps + 1) for s in (i, -i)], dtype=np.float64)
-    log2_speed = k * step_oct
-    return Hypotheses(log2_speed, np.exp2(log2_speed))
-
-
-NO_KEY = np.uint32(0xFFFFFFFF)  # marks "no probe"; never a valid key (HASH_BITS < 32)
+_DF_BITS = 7
+_R_BITS = 5
+_COARSE_BITS = 4
+_R_CELLS = int(round(1.0 / HASH_R_STEP))
 
 
 @numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _clamp(q: int, bits: int) -> int:
-    top = (1 << bits) - 1
+def _clamp(q: int, top: int) -> int:
     if q < 0:
         return 0
     if q > top:
@@ -69,51 +46,87 @@ def _clamp(q: int, bits: int) -> int:
 
 
 @numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _hash_keys(
-    lf1: np.ndarray, dlf: np.ndarray, dt: np.ndarray, log2_freq: float, time_factor: float, margin: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Keys of landmarks after undoing the distortion (log2_freq, time_factor).
+def _mix(raw: int) -> np.uint32:
+    """Fold the raw field layout into HASH_BITS with a multiplicative hash."""
+    return np.uint32(((raw * 0x9E3779B1) & 0xFFFFFFFF) >> (32 - HASH_BITS))
 
-    The second array holds, for landmarks whose time difference falls within
-    ``margin`` cells of a cell edge, the key with the neighbouring time cell,
-    and NO_KEY elsewhere (always NO_KEY when margin is 0).
+
+@numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _cells(value: float, step: float, top: int, margin: float) -> tuple[int, int]:
+    """Cell of ``value`` and, when within ``margin`` of an edge, the neighbouring cell (else -1)."""
+    scaled = value / step
+    cell = np.floor(scaled)
+    q = _clamp(int(cell), top)
+    frac = scaled - cell
+    other = -1
+    if margin > 0.0:
+        if frac < margin and q > 0:
+            other = q - 1
+        elif frac > 1.0 - margin and q < top:
+            other = q + 1
+    return q, other
+
+
+@numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _hash_keys(
+    lf1: np.ndarray,
+    dlf2: np.ndarray,
+    dlf3: np.ndarray,
+    dt2: np.ndarray,
+    dt3: np.ndarray,
+    coarse_margin: float,
+    r_margin: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keys of each triplet: its own cell and, with margins > 0, the probed neighbours.
+
+    Returns (keys, owner): owner[k] is the triplet that key k belongs to.
     """
     n = lf1.shape[0]
-    keys = np.empty(n, np.uint32)
-    probes = np.full(n, NO_KEY, np.uint32)
-    df_half = 1 << (HASH_DF_BITS - 1)
+    df_top = (1 << _DF_BITS) - 1
+    df_mid = 1 << (_DF_BITS - 1)
+    coarse_top = (1 << _COARSE_BITS) - 1
+    keys = np.empty(8 * n, np.uint32)
+    owner = np.empty(8 * n, np.int64)
+    m = 0
     for i in range(n):
-        q1 = _clamp(int(np.floor((lf1[i] - log2_freq - HASH_F1_BASE) / HASH_F1_STEP)), HASH_F1_BITS)
-        qd = _clamp(int(np.floor(dlf[i] / HASH_DF_STEP)) + df_half, HASH_DF_BITS)
-        scaled = dt[i] * time_factor / HASH_DT_STEP
-        cell = np.floor(scaled)
-        qt = _clamp(int(cell), HASH_DT_BITS)
-        head = (q1 << (HASH_DF_BITS + HASH_DT_BITS)) | (qd << HASH_DT_BITS)
-        keys[i] = head | qt
-        frac = scaled - cell
-        if margin > 0.0:
-            if frac < margin and qt > 0:
-                probes[i] = head | (qt - 1)
-            elif frac > 1.0 - margin and qt < (1 << HASH_DT_BITS) - 1:
-                probes[i] = head | (qt + 1)
-    return keys, probes
+        qd2 = _clamp(int(np.floor(dlf2[i] / HASH_DF_STEP)) + df_mid, df_top)
+        qd3 = _clamp(int(np.floor(dlf3[i] / HASH_DF_STEP)) + df_mid, df_top)
+        r0, r1 = _cells(dt2[i] / dt3[i], HASH_R_STEP, _R_CELLS - 1, r_margin)
+        f0, f1 = _cells(lf1[i] - HASH_F1_BASE, HASH_COARSE_STEP, coarse_top, coarse_margin)
+        s0, s1 = _cells(np.log2(dt3[i]) - HASH_DT3_BASE, HASH_COARSE_STEP, coarse_top, coarse_margin)
+        base = qd2 | (qd3 << _DF_BITS)
+        for qr in (r0, r1):
+            if qr < 0:
+                continue
+            for qf in (f0, f1):
+                if qf < 0:
+                    continue
+                for qs in (s0, s1):
+                    if qs < 0:
+                        continue
+                    raw = base | (qr << (2 * _DF_BITS)) | (qf << (2 * _DF_BITS + _R_BITS))
+                    raw |= qs << (2 * _DF_BITS + _R_BITS + _COARSE_BITS)
+                    keys[m] = _mix(raw)
+                    owner[m] = i
+                    m += 1
+    return keys[:m], owner[:m]
 
 
-def hash_landmarks(landmarks: Landmarks, log2_freq: float = 0.0, time_factor: float = 1.0) -> np.ndarray:
-    """uint32 keys (HASH_BITS wide) of ``landmarks`` under one hypothesis (the reference side)."""
-    return _hash_keys(*_columns(landmarks), float(log2_freq), float(time_factor), 0.0)[0]
+def _columns(landmarks: Landmarks) -> tuple[np.ndarray, ...]:
+    return tuple(
+        np.ascontiguousarray(c, dtype=np.float32)
+        for c in (landmarks.lf1, landmarks.dlf2, landmarks.dlf3, landmarks.dt2, landmarks.dt3)
+    )
+
+
+def hash_landmarks(landmarks: Landmarks) -> np.ndarray:
+    """One uint32 key (HASH_BITS wide) per triplet: the reference side."""
+    keys, _ = _hash_keys(*_columns(landmarks), 0.0, 0.0)
+    return keys
 
 
 def probe_keys(
-    landmarks: Landmarks, log2_freq: float, time_factor: float, margin: float = HASH_DT_PROBE_MARGIN
+    landmarks: Landmarks, coarse_margin: float = PROBE_MARGIN_COARSE, r_margin: float = PROBE_MARGIN_R
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Query side: primary keys and neighbouring-cell probes (NO_KEY where none) under one hypothesis."""
-    return _hash_keys(*_columns(landmarks), float(log2_freq), float(time_factor), float(margin))
-
-
-def _columns(landmarks: Landmarks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (
-        np.ascontiguousarray(landmarks.lf1, dtype=np.float32),
-        np.ascontiguousarray(landmarks.dlf, dtype=np.float32),
-        np.ascontiguousarray(landmarks.dt, dtype=np.float32),
-    )
+    """Query side: every key to look up, and the triplet each belongs to."""
+    return _hash_keys(*_columns(landmarks), float(coarse_margin), float(r_margin))

@@ -7,9 +7,11 @@ Layout (frozen, read-only, memory-mappable):
 - ``low`` uint8[n]: the low 8 bits of each posting's key, sorted within a bucket;
 - ``frames`` uint32[n]: the posting's global anchor frame. Tracks are laid end
   to end on one global frame axis (``starts``), so one uint32 encodes both the
-  track and the time, and offset voting needs no track column.
+  track and the time, and offset voting needs no track column;
+- ``spans`` uint8[n]: the triplet's span dt3 in 1/DT3_SCALE frames, so that a
+  hit gives its own speed estimate (reference span / query span).
 
-That is 5 bytes per posting plus a fixed 32 KiB directory. An index is built
+That is 6 bytes per posting plus a fixed 256 KiB directory. An index is built
 growable (``IndexBuilder``), then frozen; frozen indexes merge, drop tracks,
 and save to a directory of ``.npy`` files plus ``meta.json`` (no pickle).
 """
@@ -28,7 +30,7 @@ import numpy as np
 
 from fingerprint.hashes import hash_landmarks
 from fingerprint.landmarks import Landmarks
-from fingerprint.params import FASTMATH, FRAME_RATE, HASH_BITS, PARAMS_VERSION
+from fingerprint.params import DT3_SCALE, FASTMATH, FRAME_RATE, HASH_BITS, PARAMS_VERSION
 
 LOW_BITS = 8
 DIR_BITS = HASH_BITS - LOW_BITS
@@ -47,6 +49,7 @@ class Index:
     directory: np.ndarray
     low: np.ndarray
     frames: np.ndarray
+    spans: np.ndarray
     track_ids: tuple[str, ...]
     starts: np.ndarray  # int64[n_tracks + 1]: global frame where each track starts; last = total
 
@@ -70,7 +73,9 @@ class Index:
     @property
     def nbytes(self) -> int:
         """RAM taken by the arrays (what matters for capacity planning)."""
-        return int(self.directory.nbytes + self.low.nbytes + self.frames.nbytes + self.starts.nbytes)
+        return int(
+            self.directory.nbytes + self.low.nbytes + self.frames.nbytes + self.spans.nbytes + self.starts.nbytes
+        )
 
     def track_of(self, global_frame: int) -> int:
         """Track number holding a global frame."""
@@ -98,7 +103,7 @@ class Index:
         mask = ~np.isin(track, np.fromiter(drop, np.int64))
         keys = _full_keys(self.directory, self.low)[mask]
         frames = (self.frames[mask].astype(np.int64) - shift[track[mask]]).astype(np.uint32)
-        return _freeze(keys, frames, tuple(self.track_ids[i] for i in keep), new_starts)
+        return _freeze(keys, frames, self.spans[mask], tuple(self.track_ids[i] for i in keep), new_starts)
 
 
 def _full_keys(directory: np.ndarray, low: np.ndarray) -> np.ndarray:
@@ -107,14 +112,17 @@ def _full_keys(directory: np.ndarray, low: np.ndarray) -> np.ndarray:
     return (high << LOW_BITS) | low.astype(np.uint32)
 
 
-def _freeze(keys: np.ndarray, frames: np.ndarray, track_ids: tuple[str, ...], starts: np.ndarray) -> Index:
+def _freeze(
+    keys: np.ndarray, frames: np.ndarray, spans: np.ndarray, track_ids: tuple[str, ...], starts: np.ndarray
+) -> Index:
     """Sort postings by (key, frame) and build the directory."""
     if len(set(track_ids)) != len(track_ids):
         raise ValueError("duplicate track ids in index")
     if starts[-1] >= 2**32:
         raise ValueError("index exceeds 2**32 frames (about 4 years of audio); split the catalogue")
     packed = (keys.astype(np.uint64) << np.uint64(32)) | frames.astype(np.uint64)
-    packed.sort()
+    order = np.argsort(packed, kind="stable")
+    packed = packed[order]
     sorted_keys = (packed >> np.uint64(32)).astype(np.uint32)
     directory = np.searchsorted(
         sorted_keys >> LOW_BITS, np.arange(2**DIR_BITS + 1, dtype=np.uint32), side="left"
@@ -123,9 +131,15 @@ def _freeze(keys: np.ndarray, frames: np.ndarray, track_ids: tuple[str, ...], st
         directory=directory,
         low=(sorted_keys & ((1 << LOW_BITS) - 1)).astype(np.uint8),
         frames=(packed & np.uint64(0xFFFFFFFF)).astype(np.uint32),
+        spans=np.asarray(spans, np.uint8)[order],
         track_ids=track_ids,
         starts=np.asarray(starts, np.int64),
     )
+
+
+def quantise_spans(dt3: np.ndarray) -> np.ndarray:
+    """Triplet spans in 1/DT3_SCALE frames as uint8 (spans beyond the byte saturate)."""
+    return np.clip(np.rint(np.asarray(dt3) * DT3_SCALE), 0, 255).astype(np.uint8)
 
 
 class IndexBuilder:
@@ -134,11 +148,13 @@ class IndexBuilder:
     def __init__(self, base: Index | None = None) -> None:
         self._keys: list[np.ndarray] = []
         self._frames: list[np.ndarray] = []
+        self._spans: list[np.ndarray] = []
         self._ids: list[str] = []
         self._lengths: list[int] = []
         if base is not None:
             self._keys.append(_full_keys(base.directory, base.low))
             self._frames.append(np.asarray(base.frames))
+            self._spans.append(np.asarray(base.spans))
             self._ids.extend(base.track_ids)
             self._lengths.extend(np.diff(base.starts).tolist())
         self._total = int(sum(self._lengths))
@@ -158,6 +174,7 @@ class IndexBuilder:
             raise ValueError(f"landmark beyond the track's {n_frames} frames")
         self._keys.append(hash_landmarks(landmarks))
         self._frames.append((landmarks.t + self._total).astype(np.uint32))
+        self._spans.append(quantise_spans(landmarks.dt3))
         self._ids.append(track_id)
         self._lengths.append(int(n_frames))
         self._total += int(n_frames)
@@ -165,8 +182,9 @@ class IndexBuilder:
     def freeze(self) -> Index:
         keys = np.concatenate(self._keys) if self._keys else np.empty(0, np.uint32)
         frames = np.concatenate(self._frames) if self._frames else np.empty(0, np.uint32)
+        spans = np.concatenate(self._spans) if self._spans else np.empty(0, np.uint8)
         starts = np.concatenate(([0], np.cumsum(self._lengths, dtype=np.int64)))
-        return _freeze(keys, frames, tuple(self._ids), starts)
+        return _freeze(keys, frames, spans, tuple(self._ids), starts)
 
 
 def merge(first: Index, second: Index) -> Index:
@@ -178,8 +196,9 @@ def merge(first: Index, second: Index) -> Index:
     frames = np.concatenate(
         (np.asarray(first.frames), (second.frames.astype(np.int64) + first.total_frames).astype(np.uint32))
     )
+    spans = np.concatenate((np.asarray(first.spans), np.asarray(second.spans)))
     starts = np.concatenate((first.starts, second.starts[1:] + first.total_frames))
-    return _freeze(keys, frames, first.track_ids + second.track_ids, starts)
+    return _freeze(keys, frames, spans, first.track_ids + second.track_ids, starts)
 
 
 @numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
@@ -222,6 +241,7 @@ def save(index: Index, path: str | os.PathLike[str]) -> None:
         np.save(tmp / "directory.npy", index.directory)
         np.save(tmp / "low.npy", index.low)
         np.save(tmp / "frames.npy", index.frames)
+        np.save(tmp / "spans.npy", index.spans)
         np.save(tmp / "starts.npy", index.starts)
         meta = {
             "format": FORMAT,
@@ -271,7 +291,7 @@ def load(path: str | os.PathLike[str], mmap: bool = True) -> Index:
     try:
         arrays = {
             name: np.load(path / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
-            for name in ("directory", "low", "frames", "starts")
+            for name in ("directory", "low", "frames", "spans", "starts")
         }
     except (OSError, ValueError) as e:
         raise IndexFormatError(f"{path}: damaged index file: {e}") from e
@@ -280,6 +300,7 @@ def load(path: str | os.PathLike[str], mmap: bool = True) -> Index:
         "directory": (np.uint32, 2**DIR_BITS + 1),
         "low": (np.uint8, None),
         "frames": (np.uint32, None),
+        "spans": (np.uint8, None),
         "starts": (np.int64, len(track_ids) + 1),
     }
     for name, (dtype, length) in expected.items():
@@ -289,12 +310,14 @@ def load(path: str | os.PathLike[str], mmap: bool = True) -> Index:
                 f"{path}/{name}.npy: expected 1-D {np.dtype(dtype)}"
                 f"{'' if length is None else f' of length {length}'}, found {array.dtype} {array.shape}"
             )
-    if arrays["low"].shape[0] != arrays["frames"].shape[0] or int(arrays["directory"][-1]) != arrays["low"].shape[0]:
+    n = arrays["low"].shape[0]
+    if arrays["frames"].shape[0] != n or arrays["spans"].shape[0] != n or int(arrays["directory"][-1]) != n:
         raise IndexFormatError(f"{path}: posting arrays disagree in length; the index is damaged")
     return Index(
         directory=arrays["directory"],
         low=arrays["low"],
         frames=arrays["frames"],
+        spans=arrays["spans"],
         track_ids=track_ids,
         starts=np.asarray(arrays["starts"]),
     )

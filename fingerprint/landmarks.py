@@ -8,13 +8,13 @@ Pipeline, each stage a small Numba kernel (``nogil``):
 3. ``_select_top``: keep a candidate when it ranks among the PEAK_TOP_K highest
    contrasts within +-PEAK_WINDOW frames (a sliding rank keeps the density
    fixed and is translation invariant, unlike fixed blocks);
-4. ``_pair_peaks``: each anchor peak pairs with the next FANOUT peaks in its
-   target zone.
+4. ``_triplets``: each anchor peak takes the TARGETS strongest peaks of its
+   target zone and forms a triplet with every pair of them.
 
 A landmark is not a hash: it keeps the anchor frame and the continuous
-coordinates (log2 anchor frequency, octave difference, time difference in
-frames), so that the matcher can hash the query under several speed
-hypotheses (see ``fingerprint.hashes``).
+coordinates of the triplet, so that hashing (``fingerprint.hashes``) can
+choose what to quantise and how coarsely, and the matcher can estimate each
+hit's speed from the continuous spans.
 
 Every stage depends only on a bounded neighbourhood, so ``Extractor`` can emit
 each landmark as soon as its neighbourhood has been seen, and a stream fed in
@@ -32,38 +32,41 @@ from fingerprint.params import (
     BIN_HZ,
     BIN_LO,
     CONTRAST_DF,
-    FANOUT,
     FASTMATH,
     HOP,
     N_FFT,
-    PAIR_DF_OCT,
-    PAIR_DT_MAX,
-    PAIR_DT_MIN,
     PEAK_DF,
     PEAK_DT,
     PEAK_TOP_K,
     PEAK_WINDOW,
     SILENCE_LOG_POWER,
+    TARGETS,
+    ZONE_DF_OCT,
+    ZONE_DT_MAX,
+    ZONE_DT_MIN,
 )
 from fingerprint.spectrum import log_spectrogram, n_frames_for
 
 
 class Landmarks(NamedTuple):
-    """Anchor/target peak pairs as parallel arrays, ordered by anchor frame."""
+    """Peak triplets (anchor, target 2, target 3) as parallel arrays, ordered by anchor frame."""
 
     t: np.ndarray  # int64: anchor frame (frame = HOP samples from stream start)
     lf1: np.ndarray  # float32: log2 of the anchor frequency in Hz
-    dlf: np.ndarray  # float32: log2(target frequency / anchor frequency), octaves
-    dt: np.ndarray  # float32: target time minus anchor time, frames (sub-frame)
+    dlf2: np.ndarray  # float32: log2(f2 / f1), octaves
+    dlf3: np.ndarray  # float32: log2(f3 / f1), octaves
+    dt2: np.ndarray  # float32: t2 - t1, frames (sub-frame precision)
+    dt3: np.ndarray  # float32: t3 - t1, frames; dt3 >= dt2 > 0
 
     def __len__(self) -> int:  # type: ignore[override]
         return int(self.t.shape[0])
 
     @staticmethod
     def empty() -> "Landmarks":
-        return Landmarks(
-            np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.float32), np.empty(0, np.float32)
-        )
+        return Landmarks(np.empty(0, np.int64), *(np.empty(0, np.float32) for _ in range(5)))
+
+    def take(self, index: np.ndarray | slice) -> "Landmarks":
+        return Landmarks(*(column[index] for column in self))
 
     @staticmethod
     def concat(parts: "list[Landmarks]") -> "Landmarks":
@@ -217,43 +220,65 @@ def _select_top(
 
 
 @numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _pair_peaks(
+def _triplets(
     t: np.ndarray,
     t_frac: np.ndarray,
     lf: np.ndarray,
+    contrast: np.ndarray,
     first: int,
     last: int,
     dt_min: int,
     dt_max: int,
     df_oct: float,
-    fanout: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs of each anchor in [first, last) with its next ``fanout`` peaks in the target zone.
+    targets: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Triplets of each anchor in [first, last) with pairs of its ``targets`` strongest zone peaks.
 
-    ``t`` is the integer frame (zone membership), ``t_frac`` the sub-frame
-    offset and ``lf`` the log2 frequency; peaks are sorted by (t, f).
+    The zone of anchor i holds the peaks j with t[j] - t[i] in [dt_min, dt_max]
+    and |lf[j] - lf[i]| <= df_oct. Ties in contrast go to the earlier peak.
+    Peaks are sorted by (t, f); ``t_frac`` is the sub-frame offset and ``lf``
+    the log2 frequency.
     """
     n = t.shape[0]
-    cap = (last - first) * fanout
+    per_anchor = targets * (targets - 1) // 2
+    cap = (last - first) * per_anchor
     out_t = np.empty(cap, np.int64)
-    out_lf = np.empty(cap, np.float32)
-    out_dlf = np.empty(cap, np.float32)
-    out_dt = np.empty(cap, np.float32)
+    out_lf1 = np.empty(cap, np.float32)
+    out_dlf2 = np.empty(cap, np.float32)
+    out_dlf3 = np.empty(cap, np.float32)
+    out_dt2 = np.empty(cap, np.float32)
+    out_dt3 = np.empty(cap, np.float32)
+    chosen = np.empty(targets, np.int64)
     count = 0
     for i in range(first, last):
-        taken = 0
+        n_chosen = 0
         j = i + 1
-        while j < n and taken < fanout and t[j] - t[i] <= dt_max:
-            dlf = lf[j] - lf[i]
-            if t[j] - t[i] >= dt_min and abs(dlf) <= df_oct:
-                out_t[count] = t[i]
-                out_lf[count] = lf[i]
-                out_dlf[count] = dlf
-                out_dt[count] = float(t[j] - t[i]) + (t_frac[j] - t_frac[i])
-                count += 1
-                taken += 1
+        while j < n and t[j] - t[i] <= dt_max:
+            if t[j] - t[i] >= dt_min and abs(lf[j] - lf[i]) <= df_oct:
+                # insert j into the strongest-first list ``chosen``
+                pos = n_chosen
+                while pos > 0 and contrast[chosen[pos - 1]] < contrast[j]:
+                    pos -= 1
+                if pos < targets:
+                    end = min(n_chosen, targets - 1)
+                    for q in range(end, pos, -1):
+                        chosen[q] = chosen[q - 1]
+                    chosen[pos] = j
+                    if n_chosen < targets:
+                        n_chosen += 1
             j += 1
-    return out_t[:count], out_lf[:count], out_dlf[:count], out_dt[:count]
+        sel = np.sort(chosen[:n_chosen])
+        for a in range(n_chosen):
+            for b in range(a + 1, n_chosen):
+                j, k = sel[a], sel[b]
+                out_t[count] = t[i]
+                out_lf1[count] = lf[i]
+                out_dlf2[count] = lf[j] - lf[i]
+                out_dlf3[count] = lf[k] - lf[i]
+                out_dt2[count] = float(t[j] - t[i]) + (t_frac[j] - t_frac[i])
+                out_dt3[count] = float(t[k] - t[i]) + (t_frac[k] - t_frac[i])
+                count += 1
+    return out_t[:count], out_lf1[:count], out_dlf2[:count], out_dlf3[:count], out_dt2[:count], out_dt3[:count]
 
 
 def _log2_hz(peaks: Peaks) -> np.ndarray:
@@ -292,8 +317,8 @@ class Extractor:
         self._cand_done = 0  # frames whose local peaks are known
         self._cands = Peaks.empty()  # candidates from frame _sel_done - PEAK_WINDOW on
         self._sel_done = 0  # frames whose peak selection is final
-        self._peaks = Peaks.empty()  # selected peaks from frame _pair_done on
-        self._pair_done = 0  # frames whose anchors have been paired
+        self._peaks = Peaks.empty()  # selected peaks from frame _anchor_done on
+        self._anchor_done = 0  # frames whose anchors have formed their triplets
         self._finished = False
 
     @property
@@ -324,8 +349,8 @@ class Extractor:
         self._find_candidates(cand_to)
         sel_to = self._cand_done if final else self._cand_done - PEAK_WINDOW
         self._select(sel_to)
-        pair_to = self._sel_done if final else self._sel_done - PAIR_DT_MAX
-        return self._pair(pair_to)
+        anchor_to = self._sel_done if final else self._sel_done - ZONE_DT_MAX
+        return self._form_triplets(anchor_to)
 
     def _compute_frames(self) -> None:
         n_new = n_frames_for(self._pcm.shape[0])
@@ -369,17 +394,17 @@ class Extractor:
         drop = int(np.searchsorted(cands.t, sel_to - PEAK_WINDOW, side="left"))
         self._cands = cands.take(slice(drop, None))
 
-    def _pair(self, pair_to: int) -> Landmarks:
-        if pair_to <= self._pair_done:
+    def _form_triplets(self, anchor_to: int) -> Landmarks:
+        if anchor_to <= self._anchor_done:
             return Landmarks.empty()
         peaks = self._peaks
-        last = int(np.searchsorted(peaks.t, pair_to, side="left"))
-        pairs = _pair_peaks(
-            peaks.t, peaks.t_frac, _log2_hz(peaks), 0, last, PAIR_DT_MIN, PAIR_DT_MAX, PAIR_DF_OCT, FANOUT
+        last = int(np.searchsorted(peaks.t, anchor_to, side="left"))
+        triplets = _triplets(
+            peaks.t, peaks.t_frac, _log2_hz(peaks), peaks.contrast, 0, last, ZONE_DT_MIN, ZONE_DT_MAX, ZONE_DF_OCT, TARGETS
         )
         self._peaks = peaks.take(slice(last, None))
-        self._pair_done = pair_to
-        return Landmarks(*pairs)
+        self._anchor_done = anchor_to
+        return Landmarks(*triplets)
 
 
 def extract(samples: np.ndarray) -> Landmarks:

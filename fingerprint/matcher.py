@@ -1,13 +1,15 @@
-"""Offset-histogram voting over speed hypotheses.
+"""Offset-histogram voting with per-hit speed estimates.
 
-For every query landmark and hypothesis, the key's postings give candidate
-reference frames; a true match makes ``frame - b * t_query`` constant (the
-reference frame at query frame 0, at time factor ``b``). Votes are counted per
-(hypothesis, offset) in an open-addressing table, smoothed over +-1 frame,
-and the best bins become candidates. Each candidate is then refined on all
-hits: a least-squares line ``frame = speed * t_query + c`` fitted to its
-aligned hits gives the speed, and the aligned landmarks (counted once each,
-whatever the hypothesis that found them) give the evidence.
+Each query triplet's keys give reference postings ("hits"). A hit knows the
+reference anchor frame and, from the ratio of the reference and query spans,
+the speed at which its triplet was played. A true match makes
+``frame - speed * t_query`` constant: each hit votes for that offset under the
+few speed hypotheses (a grid in log2 speed) near its own estimate. Votes are
+counted per (hypothesis, offset) in an open-addressing table, smoothed over
++-1 frame, and the best bins become candidates. Each candidate is refined on
+all hits: a least-squares line ``frame = speed * t_query + c`` fitted to its
+aligned, speed-consistent hits gives the speed, and the aligned triplets
+(each counted once) give the evidence.
 
 Lookup and voting are separate steps (``lookup`` then ``vote``) so that a
 live stream can look up each landmark once and vote over a sliding window.
@@ -21,16 +23,26 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from fingerprint.hashes import NO_KEY, Hypotheses, probe_keys, speed_hypotheses
+from fingerprint.hashes import probe_keys
 from fingerprint.index import Index, postings_range
 from fingerprint.landmarks import Landmarks
-from fingerprint.params import FASTMATH, FRAME_RATE
+from fingerprint.params import (
+    DT3_SCALE,
+    FASTMATH,
+    FRAME_RATE,
+    SPAN_JITTER,
+    SPEED_STEP_OCT,
+    SPEED_TOL_MAX_OCT,
+    SPEED_STEPS,
+    SPEED_VOTE_OCT,
+)
 
 # Defaults calibrated on the benchmark's non-catalogue hour (see docs/benchmarks.md).
-MIN_ALIGNED = 10  # aligned landmarks needed to report a match
-MIN_SCORE = 0.02  # aligned fraction of the query's landmarks within the matched span
+MIN_ALIGNED = 8  # aligned anchors needed to report a match
+MIN_SCORE = 0.02  # aligned fraction of the query's anchors within the matched span
 ALIGN_TOLERANCE = 1.5  # frames between a hit and the fitted line
-MAX_CANDIDATES = 32  # voting bins refined per query
+MAX_CANDIDATES = 32  # best voting bins considered per query
+DISTINCT_OFFSET_S = 1.0  # vote bins of one track closer than this are one candidate
 MIN_FIT_SPAN_S = 3.0  # query seconds of aligned hits needed to fit the speed rather than take the hypothesis's
 
 
@@ -39,8 +51,9 @@ class Hits(NamedTuple):
 
     serial: np.ndarray  # int64: which query landmark (its serial number)
     t: np.ndarray  # int64: query anchor frame
-    hyp: np.ndarray  # int16: hypothesis number
     frame: np.ndarray  # uint32: reference global anchor frame
+    log2_speed: np.ndarray  # float32: log2(reference span / query span)
+    speed_tol: np.ndarray  # float32: uncertainty of log2_speed, octaves
 
     def __len__(self) -> int:  # type: ignore[override]
         return int(self.serial.shape[0])
@@ -51,7 +64,9 @@ class Hits(NamedTuple):
     @staticmethod
     def concat(parts: "list[Hits]") -> "Hits":
         if not parts:
-            return Hits(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int16), np.empty(0, np.uint32))
+            return Hits(
+                np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.uint32), *(np.empty(0, np.float32),) * 2
+            )
         return Hits(*(np.concatenate(column) for column in zip(*parts)))
 
 
@@ -60,8 +75,8 @@ class Match:
     """One recording found in a query, in seconds (the JSON contract of DESIGN.md)."""
 
     track: str
-    score: float  # aligned landmarks / query landmarks within [query_start, query_end]
-    count: int  # aligned landmarks
+    score: float  # aligned anchors / query anchors within [query_start, query_end]
+    count: int  # query anchor frames with at least one aligned triplet
     query_start: float
     query_end: float
     ref_start: float  # reference time at query_start
@@ -83,36 +98,41 @@ class Match:
 
 @numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
 def _lookup(
-    keys: np.ndarray, directory: np.ndarray, low: np.ndarray, frames: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All postings of keys[h, p, i]: (landmark i, hypothesis h, reference frame).
-
-    ``p`` indexes the primary key and its probe; NO_KEY entries are skipped.
-    """
-    n_hyp, n_probe, n = keys.shape
+    keys: np.ndarray,
+    owner: np.ndarray,
+    query_dt3: np.ndarray,
+    directory: np.ndarray,
+    low: np.ndarray,
+    frames: np.ndarray,
+    spans: np.ndarray,
+    span_scale: float,
+    base_tol: float,
+    jitter: float,
+    max_tol: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All postings of all keys: (query triplet, reference frame, log2 speed estimate, its tolerance)."""
+    n = keys.shape[0]
     total = 0
-    for h in range(n_hyp):
-        for p in range(n_probe):
-            for i in range(n):
-                if keys[h, p, i] != NO_KEY:
-                    lo, hi = postings_range(directory, low, keys[h, p, i])
-                    total += hi - lo
+    for k in range(n):
+        lo, hi = postings_range(directory, low, keys[k])
+        total += hi - lo
     out_i = np.empty(total, np.int64)
-    out_h = np.empty(total, np.int16)
     out_f = np.empty(total, np.uint32)
-    k = 0
-    for h in range(n_hyp):
-        for p in range(n_probe):
-            for i in range(n):
-                if keys[h, p, i] == NO_KEY:
-                    continue
-                lo, hi = postings_range(directory, low, keys[h, p, i])
-                for j in range(lo, hi):
-                    out_i[k] = i
-                    out_h[k] = h
-                    out_f[k] = frames[j]
-                    k += 1
-    return out_i, out_h, out_f
+    out_s = np.empty(total, np.float32)
+    out_tol = np.empty(total, np.float32)
+    m = 0
+    for k in range(n):
+        lo, hi = postings_range(directory, low, keys[k])
+        i = owner[k]
+        inv = 1.0 / (query_dt3[i] * span_scale)
+        tol = min(base_tol + jitter / (query_dt3[i] * np.log(2.0)), max_tol)
+        for j in range(lo, hi):
+            out_i[m] = i
+            out_f[m] = frames[j]
+            out_s[m] = np.log2(max(spans[j], 1) * inv)
+            out_tol[m] = tol
+            m += 1
+    return out_i, out_f, out_s, out_tol
 
 
 @numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
@@ -125,26 +145,43 @@ def _slot(table_key: np.ndarray, key: np.int64, mask: int) -> int:
 
 @numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
 def _vote_bins(
-    hyp: np.ndarray, frame: np.ndarray, rel_t: np.ndarray, time_factor: np.ndarray, min_votes: int
+    log2_speed: np.ndarray,
+    speed_tol: np.ndarray,
+    frame: np.ndarray,
+    rel_t: np.ndarray,
+    step: float,
+    steps: int,
+    min_votes: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(hypothesis, offset) vote bins holding at least ``min_votes`` votes, counting +-1 offset.
 
+    Hypothesis h (0 .. 2*steps) is the speed 2**((h - steps) * step); a hit
+    votes for the hypotheses within its tolerance of its own estimate.
     Counting uses an open-addressing table (no sort); a bin's key is
-    ``hyp << 36 | (offset + 2**35)``, so offset neighbours are key neighbours.
+    ``h << 36 | (offset + 2**35)``, so offset neighbours are key neighbours.
     """
-    n = hyp.shape[0]
+    n = frame.shape[0]
+    h_lo = np.empty(n, np.int64)
+    h_hi = np.empty(n, np.int64)
+    total = 0
+    for k in range(n):
+        h_lo[k] = max(0, int(np.ceil((log2_speed[k] - speed_tol[k]) / step)) + steps)
+        h_hi[k] = min(2 * steps, int(np.floor((log2_speed[k] + speed_tol[k]) / step)) + steps)
+        total += max(0, h_hi[k] - h_lo[k] + 1)
     size = 1024
-    while size < 2 * n:
+    while size < 2 * total:  # at most half full, so probing always ends
         size *= 2
     mask = size - 1
     table_key = np.full(size, -1, np.int64)
     table_count = np.zeros(size, np.int32)
     for k in range(n):
-        offset = np.int64(np.floor(frame[k] - time_factor[hyp[k]] * rel_t[k] + 0.5))
-        key = (np.int64(hyp[k]) << 36) | (offset + (np.int64(1) << 35))
-        slot = _slot(table_key, key, mask)
-        table_key[slot] = key
-        table_count[slot] += 1
+        for h in range(h_lo[k], h_hi[k] + 1):
+            speed = np.exp2((h - steps) * step)
+            offset = np.int64(np.floor(frame[k] - speed * rel_t[k] + 0.5))
+            key = (np.int64(h) << 36) | (offset + (np.int64(1) << 35))
+            slot = _slot(table_key, key, mask)
+            table_key[slot] = key
+            table_count[slot] += 1
     out_key = np.empty(size, np.int64)
     out_votes = np.empty(size, np.int32)
     m = 0
@@ -168,8 +205,8 @@ def _vote_bins(
 def _align(
     rel_t: np.ndarray,
     frame: np.ndarray,
-    hyp: np.ndarray,
-    seed_hyp: int,
+    log2_speed: np.ndarray,
+    speed_tol: np.ndarray,
     seed_slope: float,
     seed_offset: float,
     lo: int,
@@ -177,26 +214,28 @@ def _align(
     tolerance: float,
     min_span: float,
 ) -> tuple[float, float, np.ndarray]:
-    """Fit ``frame = slope * rel_t + intercept`` to a vote bin and collect the hits on that line.
+    """Fit ``frame = slope * rel_t + intercept`` from a vote bin; collect the hits on that line.
 
-    Pass 0 takes the seed bin's hits (one hypothesis); passes 1-2 refit on the
-    hits of every hypothesis within the track [lo, hi) near the current line.
-    The slope is only fitted over at least ``min_span`` frames of query.
+    A hit is on the line when it lies in the track [lo, hi), within
+    ``tolerance`` frames of the line, and its own speed estimate is within its
+    tolerance of the slope. Two refits; the slope is only fitted over
+    at least ``min_span`` frames of query, otherwise the seed's is kept.
     """
     n = rel_t.shape[0]
     slope, intercept = seed_slope, seed_offset
     chosen = np.empty(n, np.int64)
     m = 0
     for rnd in range(3):
+        log2_slope = np.log2(slope)
+        limit = tolerance + 0.5 if rnd == 0 else tolerance
         sx = sy = sxx = sxy = 0.0
         x_min, x_max = np.inf, -np.inf
         m = 0
         for k in range(n):
             if frame[k] < lo or frame[k] >= hi:
                 continue
-            if rnd == 0 and hyp[k] != seed_hyp:
+            if abs(log2_speed[k] - log2_slope) > speed_tol[k]:
                 continue
-            limit = tolerance + 0.5 if rnd == 0 else tolerance
             if abs(frame[k] - slope * rel_t[k] - intercept) > limit:
                 continue
             chosen[m] = k
@@ -208,42 +247,41 @@ def _align(
             sxy += x * y
             x_min = min(x_min, x)
             x_max = max(x_max, x)
-        if m == 0:
-            break
-        if rnd == 2:
+        if m == 0 or rnd == 2:
             break
         denom = m * sxx - sx * sx
         if m >= 8 and x_max - x_min >= min_span and denom > 0.0:
             slope = (m * sxy - sx * sy) / denom
-            intercept = (sy - slope * sx) / m
-        else:
-            intercept = (sy - slope * sx) / m
+        intercept = (sy - slope * sx) / m
     return slope, intercept, chosen[:m].copy()
 
 
 class Matcher:
     """Identifies reference tracks in query landmarks; stateless apart from its settings."""
 
-    def __init__(
-        self,
-        index: Index,
-        hypotheses: Hypotheses | None = None,
-        min_aligned: int = MIN_ALIGNED,
-        min_score: float = MIN_SCORE,
-    ) -> None:
+    def __init__(self, index: Index, min_aligned: int = MIN_ALIGNED, min_score: float = MIN_SCORE) -> None:
         self.index = index
-        self.hypotheses = hypotheses if hypotheses is not None else speed_hypotheses()
         self.min_aligned = min_aligned
         self.min_score = min_score
 
     def lookup(self, landmarks: Landmarks, first_serial: int = 0) -> Hits:
-        """Index hits of ``landmarks`` under every hypothesis."""
-        hyps = self.hypotheses
-        keys = np.empty((len(hyps), 2, len(landmarks)), np.uint32)
-        for h in range(len(hyps)):
-            keys[h, 0], keys[h, 1] = probe_keys(landmarks, hyps.log2_freq[h], hyps.time_factor[h])
-        which, hyp, frame = _lookup(keys, self.index.directory, self.index.low, self.index.frames)
-        return Hits(which + first_serial, landmarks.t[which], hyp, frame)
+        """Index hits of ``landmarks`` (serials numbered from ``first_serial``)."""
+        keys, owner = probe_keys(landmarks)
+        index = self.index
+        which, frame, log2_speed, speed_tol = _lookup(
+            keys,
+            owner,
+            np.ascontiguousarray(landmarks.dt3, dtype=np.float32),
+            index.directory,
+            index.low,
+            index.frames,
+            index.spans,
+            DT3_SCALE,
+            SPEED_VOTE_OCT,
+            SPAN_JITTER,
+            SPEED_TOL_MAX_OCT,
+        )
+        return Hits(which + first_serial, landmarks.t[which], frame, log2_speed, speed_tol)
 
     def vote(self, hits: Hits, query_t: np.ndarray, max_matches: int = 5) -> list[Match]:
         """Matches supported by ``hits``; ``query_t`` are the anchor frames of all query landmarks."""
@@ -252,29 +290,34 @@ class Matcher:
         t0 = int(query_t.min())
         rel_t = (hits.t - t0).astype(np.float64)
         frame = hits.frame.astype(np.float64)
-        time_factor = self.hypotheses.time_factor
-        keys, votes = _vote_bins(hits.hyp, frame, rel_t, time_factor, max(3, self.min_aligned // 2))
+        keys, votes = _vote_bins(
+            hits.log2_speed, hits.speed_tol, frame, rel_t, SPEED_STEP_OCT, SPEED_STEPS, max(3, self.min_aligned // 2)
+        )
         if keys.shape[0] == 0:
             return []
         order = np.argsort(-votes, kind="stable")[:MAX_CANDIDATES]
-        t_sorted = np.sort(query_t)
+        t_sorted = np.unique(query_t)
         mid = float(np.median(rel_t))
-        matches: list[Match] = []
-        tried: set[int] = set()
+        best: dict[int, Match] = {}
+        refined: dict[int, list[float]] = {}
         for j in order:
-            hyp = int(keys[j] >> 36)
+            speed = float(np.exp2(((keys[j] >> 36) - SPEED_STEPS) * SPEED_STEP_OCT))
             offset = float((keys[j] & ((1 << 36) - 1)) - (1 << 35))
-            track = self.index.track_of(int(offset + time_factor[hyp] * mid))
-            if track in tried or not 0 <= track < self.index.n_tracks:
+            track = self.index.track_of(int(offset + speed * mid))
+            if not 0 <= track < self.index.n_tracks:
                 continue
-            tried.add(track)
-            match = self._refine(hits, rel_t, frame, hyp, offset, track, t0, t_sorted)
-            if match is not None:
-                matches.append(match)
-                if len(matches) >= max_matches:
-                    break
-        matches.sort(key=lambda m: (-m.count, m.track))
-        return matches
+            # Looped music puts the same landmarks at several offsets of one
+            # track, and raw votes need not favour the true one: refine each
+            # distinct offset and keep the best supported.
+            done = refined.setdefault(track, [])
+            if any(abs(offset - other) < DISTINCT_OFFSET_S * FRAME_RATE for other in done):
+                continue
+            done.append(offset)
+            match = self._refine(hits, rel_t, frame, speed, offset, track, t0, t_sorted)
+            if match is not None and (track not in best or match.count > best[track].count):
+                best[track] = match
+        matches = sorted(best.values(), key=lambda m: (-m.count, m.track))
+        return matches[:max_matches]
 
     def match(self, landmarks: Landmarks, max_matches: int = 5) -> list[Match]:
         """Tracks found in one query's landmarks, best first; [] when none is convincing."""
@@ -287,18 +330,18 @@ class Matcher:
         hits: Hits,
         rel_t: np.ndarray,
         frame: np.ndarray,
-        hyp: int,
+        speed: float,
         offset: float,
         track: int,
         t0: int,
         t_sorted: np.ndarray,
     ) -> Match | None:
         lo, hi = int(self.index.starts[track]), int(self.index.starts[track + 1])
-        b = float(self.hypotheses.time_factor[hyp])
         slope, intercept, aligned = _align(
-            rel_t, frame, hits.hyp, hyp, b, offset, lo, hi, ALIGN_TOLERANCE, MIN_FIT_SPAN_S * FRAME_RATE
-        )
-        count = int(np.unique(hits.serial[aligned]).shape[0])
+            rel_t, frame, hits.log2_speed, hits.speed_tol, speed, offset, lo, hi, ALIGN_TOLERANCE,
+            MIN_FIT_SPAN_S * FRAME_RATE,
+        )  # fmt: skip
+        count = int(np.unique(hits.t[aligned]).shape[0])
         if count < self.min_aligned:
             return None
         q_lo = int(rel_t[aligned].min()) + t0

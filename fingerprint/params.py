@@ -24,7 +24,7 @@ FRAME_RATE = SAMPLE_RATE / HOP  # frames per second (31.25)
 
 # Analysis band: below ~200 Hz broadcast chains, phone lines and pink noise
 # leave little that survives; above ~3.7 kHz the 8 kHz engine rate ends.
-F_MIN_HZ = 200.0
+F_MIN_HZ = 60.0
 F_MAX_HZ = 3700.0
 BIN_HZ = SAMPLE_RATE / N_FFT
 BIN_LO = int(math.floor(F_MIN_HZ / BIN_HZ))
@@ -45,37 +45,50 @@ PEAK_TOP_K = 28
 # sine through the Hann window): digital silence yields no peaks.
 SILENCE_LOG_POWER = -8.0
 
-# Pairing: each anchor peak pairs with up to FANOUT later peaks whose time
-# difference lies in [PAIR_DT_MIN, PAIR_DT_MAX] frames and whose frequency is
-# within PAIR_DF_OCT octaves of the anchor's.
-PAIR_DT_MIN = 1
-PAIR_DT_MAX = 40
-PAIR_DF_OCT = 1.5
-FANOUT = 5
+# Triplets: each anchor peak takes the TARGETS strongest peaks (by contrast)
+# whose time difference lies in [ZONE_DT_MIN, ZONE_DT_MAX] frames and whose
+# frequency is within ZONE_DF_OCT octaves of the anchor's, and forms one
+# triplet (anchor, earlier target, later target) per pair of them. Strongest
+# rather than nearest spreads the time differences over the zone (better
+# entropy, better ratio precision) and favours peaks that survive noise.
+ZONE_DT_MIN = 2
+ZONE_DT_MAX = 32
+ZONE_DF_OCT = 1.5
+TARGETS = 4
 
 # Frames of look-ahead after which the landmarks anchored at a frame are final.
-LOOKAHEAD_FRAMES = PAIR_DT_MAX + PEAK_WINDOW + PEAK_DT + 1
+LOOKAHEAD_FRAMES = ZONE_DT_MAX + PEAK_WINDOW + PEAK_DT + 1
 
-# Hashing (fingerprint.hashes). A landmark's key quantises three coordinates:
-# the anchor's log frequency (shifted by a speed hypothesis on the query side),
-# the octave difference to the target (invariant under speed change) and the
-# time difference (scaled by the hypothesis). Frequency steps are in octaves.
-# The time step is linear, one frame: peak times jitter by ~0.2 frame when the
-# query's frame grid falls between the reference's, and narrower (log) cells
-# lost half the pairs to that alone.
-HASH_F1_STEP = 1.0 / 16.0
-HASH_F1_BASE = 7.0  # log2 Hz of cell 0 (128 Hz: room below F_MIN for pitch hypotheses)
-HASH_F1_BITS = 7
-HASH_DF_STEP = 1.0 / 32.0
-HASH_DF_BITS = 7
-HASH_DT_STEP = 1.0
-HASH_DT_BITS = 6
-HASH_BITS = HASH_F1_BITS + HASH_DF_BITS + HASH_DT_BITS
-# Query side only: a landmark whose scaled time difference lies within this
-# fraction of a cell edge is also looked up in the neighbouring cell.
-HASH_DT_PROBE_MARGIN = 0.3
+# Hashing (fingerprint.hashes). A triplet's key combines quantities that a
+# speed change (frequencies x s, durations / s) leaves unchanged, at fine
+# steps, with two that it moves, at coarse steps:
+#   invariant: octave differences target-anchor (dlf2, dlf3) and the time
+#              ratio r = dt2 / dt3;
+#   coarse:    the anchor's log frequency and log dt3, in half-octave cells
+#              (a +-10 % speed change moves them by at most 0.28 cell).
+# The query is also looked up in the neighbouring coarse cell when within
+# PROBE_MARGIN of an edge, and in the neighbouring ratio cell likewise.
+HASH_DF_STEP = 1.0 / 40.0  # octaves
+HASH_R_STEP = 1.0 / 24.0
+HASH_COARSE_STEP = 0.5  # octaves
+HASH_F1_BASE = 5.5  # log2 Hz of the first anchor-frequency cell (45 Hz)
+HASH_DT3_BASE = 1.0  # log2 frames of the first span cell
+PROBE_MARGIN_COARSE = 0.32
+PROBE_MARGIN_R = 0.25
+# Raw fields (dlf2, dlf3: 7 bits; r: 5; coarse f1, dt3: 4 each) are mixed into
+# HASH_BITS; the few collisions this causes only add random hits.
+HASH_BITS = 24
+# The reference span dt3 is kept with each posting, in quarter frames, so a
+# hit tells the speed of its own triplet: reference dt3 / query dt3.
+DT3_SCALE = 4.0
 
-# Speed hypotheses tried on the query side: factors 2**(k * SPEED_STEP_OCT)
-# for k in [-SPEED_STEPS, SPEED_STEPS] (about x0.88 to x1.13).
-SPEED_STEP_OCT = 0.02
-SPEED_STEPS = 9
+# Voting: speed hypotheses 2**(k * SPEED_STEP_OCT), k in [-SPEED_STEPS,
+# SPEED_STEPS] (about x0.88 to x1.14). A hit's own speed estimate
+# (reference span / query span) is uncertain by about SPAN_JITTER frames on
+# each span, so it votes for the hypotheses within
+# SPEED_VOTE_OCT + SPAN_JITTER / (query span * ln 2) octaves of its estimate.
+SPEED_STEP_OCT = 0.01
+SPEED_STEPS = 18
+SPEED_VOTE_OCT = 0.02
+SPAN_JITTER = 0.6
+SPEED_TOL_MAX_OCT = 0.15  # short spans say little about speed; cap their votes

@@ -28,7 +28,7 @@ from fingerprint.index import IndexBuilder
 from fingerprint.landmarks import extract
 from fingerprint.matcher import Matcher
 from fingerprint.params import SAMPLE_RATE
-from fingerprint.spectrum import n_frames_for
+from fingerprint.spectrum import log_spectrogram, n_frames_for
 
 WORK_RATE = 16000  # queries are degraded at this rate, then resampled like any decoded file
 LENGTHS = (2.0, 5.0, 10.0)
@@ -151,6 +151,7 @@ def run_recall(
     """recall@1 per (condition, length); latencies of clean 10 s queries; a few failure descriptions."""
     rng = np.random.default_rng(seed)
     results: dict[tuple[str, float], tuple[int, int]] = {}
+    repeats = 0
     latencies: list[float] = []
     failures: list[str] = []
     names = sorted(originals)
@@ -172,7 +173,11 @@ def run_recall(
                         ok = bool(matches) and matches[0].track == name
                         if ok:
                             m = matches[0]
-                            ok = abs(m.ref_start - (expected + cond.time_factor * m.query_start)) <= TOLERANCE_S
+                            truth = expected + cond.time_factor * m.query_start
+                            ok = abs(m.ref_start - truth) <= TOLERANCE_S
+                            if not ok and _same_audio(track, truth, m.ref_start, length * cond.time_factor):
+                                ok = True
+                                repeats += 1
                         good += ok
                         if not ok and len(failures) < 40:
                             found = (
@@ -183,7 +188,32 @@ def run_recall(
                             failures.append(f"{cond.name} {length:.0f} s: {Path(name).name} at {expected:.1f} s -> {found}")
                         bar.update(1)
                 results[(cond.name, length)] = (good, len(names) * per_track)
+    if repeats:
+        failures.insert(0, f"({repeats} queries matched a repeat of the same audio elsewhere in the track: counted correct)")
     return results, latencies, failures
+
+
+def _same_audio(track: np.ndarray, at: float, other: float, seconds: float) -> bool:
+    """Whether a recording sounds the same at two positions (looped music repeats itself).
+
+    A match one loop away from the ground truth is as right as the matcher can
+    be; it is accepted when the log spectrograms of the two reference
+    excerpts correlate above 0.9 at the best lag within +-3 frames.
+    """
+    a, b = int(at * WORK_RATE), int(other * WORK_RATE)
+    n = int(seconds * WORK_RATE)
+    if min(a, b) < 0 or max(a, b) + n > track.shape[0]:
+        return False
+    spec_a = log_spectrogram(resample(track[a : a + n], WORK_RATE))
+    spec_b = log_spectrogram(resample(track[b : b + n], WORK_RATE))
+    best = -1.0
+    for lag in range(-3, 4):
+        x = spec_a[max(0, lag) : spec_a.shape[0] + min(0, lag)]
+        y = spec_b[max(0, -lag) : spec_b.shape[0] + min(0, -lag)]
+        rows = min(x.shape[0], y.shape[0])
+        if rows > 4:
+            best = max(best, float(np.corrcoef(x[:rows].ravel(), y[:rows].ravel())[0, 1]))
+    return best > 0.9
 
 
 def noncatalogue_queries(seconds: float, seed: int) -> list[tuple[str, np.ndarray]]:

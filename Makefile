@@ -1,0 +1,17 @@
+# Everyday entry points. Each one creates or refreshes .venv first.
+.PHONY: demo test test-fast bench venv
+
+venv:
+	@scripts/bootstrap
+
+demo: venv
+	.venv/bin/castwatch demo
+
+test: venv
+	.venv/bin/python -m pytest -q
+
+test-fast: venv
+	.venv/bin/python -m pytest -q -m "not slow"
+
+bench: venv
+	.venv/bin/python -m fingerprint.bench

@@ -1,0 +1,1 @@
+"""castwatch's product side: the daemon, the rights database, operations. Imports ``fingerprint``."""
