@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from fingerprint import index as index_mod
 from fingerprint.audio import AudioError, audio_files, decode
-from fingerprint.landmarks import Landmarks, extract
+from fingerprint.landmarks import QUERY, REFERENCE, Density, Landmarks, extract
 from fingerprint.matcher import MIN_ALIGNED, MIN_SCORE, Matcher
 from fingerprint.params import SAMPLE_RATE
 from fingerprint.spectrum import n_frames_for
@@ -40,7 +40,7 @@ class Extracted:
     seconds: float  # audio duration
 
 
-def fingerprint_file(source: str) -> Extracted:
+def fingerprint_file(source: str, density: Density = REFERENCE) -> Extracted:
     """Decode and extract one file; errors are returned, not raised, so a batch goes on."""
     try:
         samples = decode(source)
@@ -49,7 +49,7 @@ def fingerprint_file(source: str) -> Extracted:
     n_frames = n_frames_for(samples.shape[0])
     if n_frames == 0:
         return Extracted(source, None, 0, f"{source}: too short to fingerprint ({samples.shape[0]} samples)", 0.0)
-    return Extracted(source, extract(samples), n_frames, None, samples.shape[0] / SAMPLE_RATE)
+    return Extracted(source, extract(samples, density), n_frames, None, samples.shape[0] / SAMPLE_RATE)
 
 
 def fingerprint_many(sources: list[str], jobs: int) -> Iterator[Extracted]:
@@ -114,7 +114,7 @@ def _init_match_worker(index_path: str, min_aligned: int, min_score: float) -> N
 
 def _match_one(source: str) -> dict[str, object]:
     assert _MATCHER is not None
-    result = fingerprint_file(source)
+    result = fingerprint_file(source, QUERY)
     if result.error is not None:
         return {"query": source, "error": result.error}
     assert result.landmarks is not None

@@ -9,9 +9,11 @@ Layout (frozen, read-only, memory-mappable):
   to end on one global frame axis (``starts``), so one uint32 encodes both the
   track and the time, and offset voting needs no track column;
 - ``spans`` uint8[n]: the triplet's span dt3 in 1/DT3_SCALE frames, so that a
-  hit gives its own speed estimate (reference span / query span).
+  hit gives its own speed estimate (reference span / query span);
+- ``pitches`` uint8[n]: the anchor's log2 frequency in PITCH_STEP octaves, so
+  that a hit gives its transposition (query pitch - reference pitch).
 
-That is 6 bytes per posting plus a fixed 256 KiB directory. An index is built
+That is 7 bytes per posting plus a fixed 256 KiB directory. An index is built
 growable (``IndexBuilder``), then frozen; frozen indexes merge, drop tracks,
 and save to a directory of ``.npy`` files plus ``meta.json`` (no pickle).
 """
@@ -30,7 +32,7 @@ import numpy as np
 
 from fingerprint.hashes import hash_landmarks
 from fingerprint.landmarks import Landmarks
-from fingerprint.params import DT3_SCALE, FASTMATH, FRAME_RATE, HASH_BITS, PARAMS_VERSION
+from fingerprint.params import DT3_SCALE, FASTMATH, FRAME_RATE, HASH_BITS, PARAMS_VERSION, PITCH_BASE, PITCH_STEP
 
 LOW_BITS = 8
 DIR_BITS = HASH_BITS - LOW_BITS
@@ -50,6 +52,7 @@ class Index:
     low: np.ndarray
     frames: np.ndarray
     spans: np.ndarray
+    pitches: np.ndarray
     track_ids: tuple[str, ...]
     starts: np.ndarray  # int64[n_tracks + 1]: global frame where each track starts; last = total
 
@@ -74,7 +77,12 @@ class Index:
     def nbytes(self) -> int:
         """RAM taken by the arrays (what matters for capacity planning)."""
         return int(
-            self.directory.nbytes + self.low.nbytes + self.frames.nbytes + self.spans.nbytes + self.starts.nbytes
+            self.directory.nbytes
+            + self.low.nbytes
+            + self.frames.nbytes
+            + self.spans.nbytes
+            + self.pitches.nbytes
+            + self.starts.nbytes
         )
 
     def track_of(self, global_frame: int) -> int:
@@ -103,7 +111,9 @@ class Index:
         mask = ~np.isin(track, np.fromiter(drop, np.int64))
         keys = _full_keys(self.directory, self.low)[mask]
         frames = (self.frames[mask].astype(np.int64) - shift[track[mask]]).astype(np.uint32)
-        return _freeze(keys, frames, self.spans[mask], tuple(self.track_ids[i] for i in keep), new_starts)
+        return _freeze(
+            keys, frames, self.spans[mask], self.pitches[mask], tuple(self.track_ids[i] for i in keep), new_starts
+        )
 
 
 def _full_keys(directory: np.ndarray, low: np.ndarray) -> np.ndarray:
@@ -113,7 +123,12 @@ def _full_keys(directory: np.ndarray, low: np.ndarray) -> np.ndarray:
 
 
 def _freeze(
-    keys: np.ndarray, frames: np.ndarray, spans: np.ndarray, track_ids: tuple[str, ...], starts: np.ndarray
+    keys: np.ndarray,
+    frames: np.ndarray,
+    spans: np.ndarray,
+    pitches: np.ndarray,
+    track_ids: tuple[str, ...],
+    starts: np.ndarray,
 ) -> Index:
     """Sort postings by (key, frame) and build the directory."""
     if len(set(track_ids)) != len(track_ids):
@@ -132,6 +147,7 @@ def _freeze(
         low=(sorted_keys & ((1 << LOW_BITS) - 1)).astype(np.uint8),
         frames=(packed & np.uint64(0xFFFFFFFF)).astype(np.uint32),
         spans=np.asarray(spans, np.uint8)[order],
+        pitches=np.asarray(pitches, np.uint8)[order],
         track_ids=track_ids,
         starts=np.asarray(starts, np.int64),
     )
@@ -142,6 +158,11 @@ def quantise_spans(dt3: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(dt3) * DT3_SCALE), 0, 255).astype(np.uint8)
 
 
+def quantise_pitches(lf1: np.ndarray) -> np.ndarray:
+    """Anchor log2 frequencies in PITCH_STEP octaves above PITCH_BASE, as uint8."""
+    return np.clip(np.rint((np.asarray(lf1) - PITCH_BASE) / PITCH_STEP), 0, 255).astype(np.uint8)
+
+
 class IndexBuilder:
     """Growable index: add tracks' landmarks, then ``freeze``."""
 
@@ -149,12 +170,14 @@ class IndexBuilder:
         self._keys: list[np.ndarray] = []
         self._frames: list[np.ndarray] = []
         self._spans: list[np.ndarray] = []
+        self._pitches: list[np.ndarray] = []
         self._ids: list[str] = []
         self._lengths: list[int] = []
         if base is not None:
             self._keys.append(_full_keys(base.directory, base.low))
             self._frames.append(np.asarray(base.frames))
             self._spans.append(np.asarray(base.spans))
+            self._pitches.append(np.asarray(base.pitches))
             self._ids.extend(base.track_ids)
             self._lengths.extend(np.diff(base.starts).tolist())
         self._total = int(sum(self._lengths))
@@ -175,6 +198,7 @@ class IndexBuilder:
         self._keys.append(hash_landmarks(landmarks))
         self._frames.append((landmarks.t + self._total).astype(np.uint32))
         self._spans.append(quantise_spans(landmarks.dt3))
+        self._pitches.append(quantise_pitches(landmarks.lf1))
         self._ids.append(track_id)
         self._lengths.append(int(n_frames))
         self._total += int(n_frames)
@@ -183,8 +207,9 @@ class IndexBuilder:
         keys = np.concatenate(self._keys) if self._keys else np.empty(0, np.uint32)
         frames = np.concatenate(self._frames) if self._frames else np.empty(0, np.uint32)
         spans = np.concatenate(self._spans) if self._spans else np.empty(0, np.uint8)
+        pitches = np.concatenate(self._pitches) if self._pitches else np.empty(0, np.uint8)
         starts = np.concatenate(([0], np.cumsum(self._lengths, dtype=np.int64)))
-        return _freeze(keys, frames, spans, tuple(self._ids), starts)
+        return _freeze(keys, frames, spans, pitches, tuple(self._ids), starts)
 
 
 def merge(first: Index, second: Index) -> Index:
@@ -197,8 +222,9 @@ def merge(first: Index, second: Index) -> Index:
         (np.asarray(first.frames), (second.frames.astype(np.int64) + first.total_frames).astype(np.uint32))
     )
     spans = np.concatenate((np.asarray(first.spans), np.asarray(second.spans)))
+    pitches = np.concatenate((np.asarray(first.pitches), np.asarray(second.pitches)))
     starts = np.concatenate((first.starts, second.starts[1:] + first.total_frames))
-    return _freeze(keys, frames, spans, first.track_ids + second.track_ids, starts)
+    return _freeze(keys, frames, spans, pitches, first.track_ids + second.track_ids, starts)
 
 
 @numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
@@ -242,6 +268,7 @@ def save(index: Index, path: str | os.PathLike[str]) -> None:
         np.save(tmp / "low.npy", index.low)
         np.save(tmp / "frames.npy", index.frames)
         np.save(tmp / "spans.npy", index.spans)
+        np.save(tmp / "pitches.npy", index.pitches)
         np.save(tmp / "starts.npy", index.starts)
         meta = {
             "format": FORMAT,
@@ -291,7 +318,7 @@ def load(path: str | os.PathLike[str], mmap: bool = True) -> Index:
     try:
         arrays = {
             name: np.load(path / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
-            for name in ("directory", "low", "frames", "spans", "starts")
+            for name in ("directory", "low", "frames", "spans", "pitches", "starts")
         }
     except (OSError, ValueError) as e:
         raise IndexFormatError(f"{path}: damaged index file: {e}") from e
@@ -301,6 +328,7 @@ def load(path: str | os.PathLike[str], mmap: bool = True) -> Index:
         "low": (np.uint8, None),
         "frames": (np.uint32, None),
         "spans": (np.uint8, None),
+        "pitches": (np.uint8, None),
         "starts": (np.int64, len(track_ids) + 1),
     }
     for name, (dtype, length) in expected.items():
@@ -311,13 +339,15 @@ def load(path: str | os.PathLike[str], mmap: bool = True) -> Index:
                 f"{'' if length is None else f' of length {length}'}, found {array.dtype} {array.shape}"
             )
     n = arrays["low"].shape[0]
-    if arrays["frames"].shape[0] != n or arrays["spans"].shape[0] != n or int(arrays["directory"][-1]) != n:
+    lengths = {arrays[name].shape[0] for name in ("low", "frames", "spans", "pitches")}
+    if lengths != {n} or int(arrays["directory"][-1]) != n:
         raise IndexFormatError(f"{path}: posting arrays disagree in length; the index is damaged")
     return Index(
         directory=arrays["directory"],
         low=arrays["low"],
         frames=arrays["frames"],
         spans=arrays["spans"],
+        pitches=arrays["pitches"],
         track_ids=track_ids,
         starts=np.asarray(arrays["starts"]),
     )

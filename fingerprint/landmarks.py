@@ -34,10 +34,14 @@ from fingerprint.params import (
     CONTRAST_DF,
     FASTMATH,
     HOP,
+    N_BINS,
     N_FFT,
+    PEAK_BAND_EDGES_HZ,
     PEAK_DF,
     PEAK_DT,
     PEAK_TOP_K,
+    QUERY_PEAK_TOP_K,
+    QUERY_TARGETS,
     PEAK_WINDOW,
     SILENCE_LOG_POWER,
     TARGETS,
@@ -130,7 +134,8 @@ def _local_peaks(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Local maxima of ``spec`` in rows [first, last); rows outside ``spec`` do not exist.
 
-    Ties are broken in raster order (a cell must be strictly greater than its
+    The first and last ``peak_df`` bins are a guard band: compared against,
+    never peaks themselves. Ties are broken in raster order (a cell must be strictly greater than its
     earlier neighbours and at least equal to its later ones), so a flat region
     gives at most one maximum.
     """
@@ -145,7 +150,7 @@ def _local_peaks(
     count = 0
     for t in range(first, last):
         row_has_prefix = False
-        for f in range(n_bins):
+        for f in range(peak_df, n_bins - peak_df):
             v = spec[t, f]
             if v <= silence:
                 continue
@@ -192,9 +197,16 @@ def _local_peaks(
 
 @numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
 def _select_top(
-    t: np.ndarray, f: np.ndarray, contrast: np.ndarray, first: int, last: int, window: int, top_k: int
+    t: np.ndarray,
+    f: np.ndarray,
+    contrast: np.ndarray,
+    band_of_bin: np.ndarray,
+    first: int,
+    last: int,
+    window: int,
+    top_k: int,
 ) -> np.ndarray:
-    """Indices in [first, last) of candidates among the top_k contrasts within +-window frames.
+    """Indices in [first, last) of candidates among the top_k contrasts of their band within +-window frames.
 
     Candidates are sorted by (t, f); ties in contrast go to the earlier one.
     """
@@ -205,10 +217,13 @@ def _select_top(
     for i in range(first, last):
         while t[lo] < t[i] - window:
             lo += 1
+        band = band_of_bin[f[i]]
         better = 0
         j = lo
         while j < n and t[j] <= t[i] + window:
-            if contrast[j] > contrast[i] or (contrast[j] == contrast[i] and j < i):
+            if band_of_bin[f[j]] == band and (
+                contrast[j] > contrast[i] or (contrast[j] == contrast[i] and j < i)
+            ):
                 better += 1
                 if better >= top_k:
                     break
@@ -217,6 +232,14 @@ def _select_top(
             keep[count] = i
             count += 1
     return keep[:count]
+
+
+def _band_of_bin() -> np.ndarray:
+    hz = (BIN_LO + np.arange(N_BINS)) * BIN_HZ
+    return np.clip(np.searchsorted(np.asarray(PEAK_BAND_EDGES_HZ), hz, side="right") - 1, 0, None).astype(np.int32)
+
+
+_BAND_OF_BIN = _band_of_bin()
 
 
 @numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
@@ -299,8 +322,22 @@ def _as_samples(samples: np.ndarray) -> np.ndarray:
     return samples
 
 
+class Density(NamedTuple):
+    """How many peaks (per band and window) and targets (per anchor) to take."""
+
+    top_k: int
+    targets: int
+
+
+REFERENCE = Density(PEAK_TOP_K, TARGETS)
+QUERY = Density(QUERY_PEAK_TOP_K, QUERY_TARGETS)
+
+
 class Extractor:
     """Streaming landmark extractor for one signal at the engine sample rate.
+
+    ``density`` is REFERENCE for catalogue recordings and QUERY for what is
+    matched against them (files to identify, broadcast streams).
 
     ``feed`` accepts chunks of any length (including zero) and returns the
     landmarks that became final; ``flush`` ends the stream and returns the
@@ -309,7 +346,8 @@ class Extractor:
     ``LOOKAHEAD_FRAMES`` frames of context are kept.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, density: Density = REFERENCE) -> None:
+        self._density = density
         self._pcm = np.empty(0, np.float32)  # samples from frame ``_n_frames`` on
         self._n_frames = 0  # spectrogram frames computed so far
         self._spec = np.empty((0, 0), np.float32)
@@ -388,7 +426,9 @@ class Extractor:
         cands = self._cands
         first = int(np.searchsorted(cands.t, self._sel_done, side="left"))
         last = int(np.searchsorted(cands.t, sel_to, side="left"))
-        keep = _select_top(cands.t, cands.f, cands.contrast, first, last, PEAK_WINDOW, PEAK_TOP_K)
+        keep = _select_top(
+            cands.t, cands.f, cands.contrast, _BAND_OF_BIN, first, last, PEAK_WINDOW, self._density.top_k
+        )
         self._peaks = Peaks.concat([self._peaks, cands.take(keep)])
         self._sel_done = sel_to
         drop = int(np.searchsorted(cands.t, sel_to - PEAK_WINDOW, side="left"))
@@ -400,25 +440,34 @@ class Extractor:
         peaks = self._peaks
         last = int(np.searchsorted(peaks.t, anchor_to, side="left"))
         triplets = _triplets(
-            peaks.t, peaks.t_frac, _log2_hz(peaks), peaks.contrast, 0, last, ZONE_DT_MIN, ZONE_DT_MAX, ZONE_DF_OCT, TARGETS
+            peaks.t,
+            peaks.t_frac,
+            _log2_hz(peaks),
+            peaks.contrast,
+            0,
+            last,
+            ZONE_DT_MIN,
+            ZONE_DT_MAX,
+            ZONE_DF_OCT,
+            self._density.targets,
         )
         self._peaks = peaks.take(slice(last, None))
         self._anchor_done = anchor_to
         return Landmarks(*triplets)
 
 
-def extract(samples: np.ndarray) -> Landmarks:
+def extract(samples: np.ndarray, density: Density = REFERENCE) -> Landmarks:
     """Landmarks of a whole mono float32 signal at the engine sample rate."""
-    extractor = Extractor()
+    extractor = Extractor(density)
     head = extractor.feed(_as_samples(samples))
     return Landmarks.concat([head, extractor.flush()])
 
 
-def peaks_of(samples: np.ndarray) -> Peaks:
+def peaks_of(samples: np.ndarray, density: Density = REFERENCE) -> Peaks:
     """Selected spectral peaks of a whole signal (for inspection, plots and tests)."""
     spec = log_spectrogram(_as_samples(samples))
     t, f, contrast, t_frac, f_frac = _local_peaks(
         spec, 0, spec.shape[0], PEAK_DT, PEAK_DF, CONTRAST_DF, SILENCE_LOG_POWER
     )
-    keep = _select_top(t, f, contrast, 0, t.shape[0], PEAK_WINDOW, PEAK_TOP_K)
+    keep = _select_top(t, f, contrast, _BAND_OF_BIN, 0, t.shape[0], PEAK_WINDOW, density.top_k)
     return Peaks(t, f, contrast, t_frac, f_frac).take(keep)

@@ -27,9 +27,15 @@ from fingerprint.hashes import probe_keys
 from fingerprint.index import Index, postings_range
 from fingerprint.landmarks import Landmarks
 from fingerprint.params import (
+    DISTORTION_TOL_OCT,
     DT3_SCALE,
     FASTMATH,
     FRAME_RATE,
+    HASH_BITS,
+    MAX_DISTORTION_OCT,
+    PITCH_BASE,
+    PITCH_STEP,
+    PITCH_TOL_OCT,
     SPAN_JITTER,
     SPEED_STEP_OCT,
     SPEED_TOL_MAX_OCT,
@@ -38,11 +44,14 @@ from fingerprint.params import (
 )
 
 # Defaults calibrated on the benchmark's non-catalogue hour (see docs/benchmarks.md).
-MIN_ALIGNED = 8  # aligned anchors needed to report a match
+MIN_ALIGNED = 11  # aligned anchors needed to report a match
 MIN_SCORE = 0.02  # aligned fraction of the query's anchors within the matched span
 ALIGN_TOLERANCE = 1.5  # frames between a hit and the fitted line
+MAX_KEY_POSTINGS = 64  # a key with more postings than this (or COMMON_KEY_FACTOR x the mean) is ignored
+COMMON_KEY_FACTOR = 20
 MAX_CANDIDATES = 32  # best voting bins considered per query
-DISTINCT_OFFSET_S = 1.0  # vote bins of one track closer than this are one candidate
+DISTINCT_OFFSET_S = 1.0  # vote bins of one track closer than this in offset
+DISTINCT_SPEED = 0.015  # and in speed are one candidate
 MIN_FIT_SPAN_S = 3.0  # query seconds of aligned hits needed to fit the speed rather than take the hypothesis's
 
 
@@ -54,6 +63,7 @@ class Hits(NamedTuple):
     frame: np.ndarray  # uint32: reference global anchor frame
     log2_speed: np.ndarray  # float32: log2(reference span / query span)
     speed_tol: np.ndarray  # float32: uncertainty of log2_speed, octaves
+    transposition: np.ndarray  # float32: query anchor log2 frequency - reference's, octaves
 
     def __len__(self) -> int:  # type: ignore[override]
         return int(self.serial.shape[0])
@@ -65,7 +75,7 @@ class Hits(NamedTuple):
     def concat(parts: "list[Hits]") -> "Hits":
         if not parts:
             return Hits(
-                np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.uint32), *(np.empty(0, np.float32),) * 2
+                np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.uint32), *(np.empty(0, np.float32),) * 3
             )
         return Hits(*(np.concatenate(column) for column in zip(*parts)))
 
@@ -101,38 +111,45 @@ def _lookup(
     keys: np.ndarray,
     owner: np.ndarray,
     query_dt3: np.ndarray,
+    query_lf1: np.ndarray,
     directory: np.ndarray,
     low: np.ndarray,
     frames: np.ndarray,
     spans: np.ndarray,
-    span_scale: float,
-    base_tol: float,
-    jitter: float,
-    max_tol: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """All postings of all keys: (query triplet, reference frame, log2 speed estimate, its tolerance)."""
+    pitches: np.ndarray,
+    max_postings: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All postings of all keys: (query triplet, reference frame, log2 speed, its tolerance, transposition).
+
+    Keys with more than ``max_postings`` postings are skipped.
+    """
     n = keys.shape[0]
     total = 0
     for k in range(n):
         lo, hi = postings_range(directory, low, keys[k])
-        total += hi - lo
+        if hi - lo <= max_postings:
+            total += hi - lo
     out_i = np.empty(total, np.int64)
     out_f = np.empty(total, np.uint32)
     out_s = np.empty(total, np.float32)
     out_tol = np.empty(total, np.float32)
+    out_p = np.empty(total, np.float32)
     m = 0
     for k in range(n):
         lo, hi = postings_range(directory, low, keys[k])
+        if hi - lo > max_postings:
+            continue
         i = owner[k]
-        inv = 1.0 / (query_dt3[i] * span_scale)
-        tol = min(base_tol + jitter / (query_dt3[i] * np.log(2.0)), max_tol)
+        inv = 1.0 / (query_dt3[i] * DT3_SCALE)
+        tol = min(SPEED_VOTE_OCT + SPAN_JITTER / (query_dt3[i] * np.log(2.0)), SPEED_TOL_MAX_OCT)
         for j in range(lo, hi):
             out_i[m] = i
             out_f[m] = frames[j]
             out_s[m] = np.log2(max(spans[j], 1) * inv)
             out_tol[m] = tol
+            out_p[m] = query_lf1[i] - (PITCH_BASE + pitches[j] * PITCH_STEP)
             m += 1
-    return out_i, out_f, out_s, out_tol
+    return out_i, out_f, out_s, out_tol, out_p
 
 
 @numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
@@ -207,23 +224,29 @@ def _align(
     frame: np.ndarray,
     log2_speed: np.ndarray,
     speed_tol: np.ndarray,
+    transposition: np.ndarray,
     seed_slope: float,
     seed_offset: float,
     lo: int,
     hi: int,
     tolerance: float,
+    pitch_tol: float,
     min_span: float,
-) -> tuple[float, float, np.ndarray]:
+) -> tuple[float, float, float, np.ndarray]:
     """Fit ``frame = slope * rel_t + intercept`` from a vote bin; collect the hits on that line.
 
     A hit is on the line when it lies in the track [lo, hi), within
-    ``tolerance`` frames of the line, and its own speed estimate is within its
-    tolerance of the slope. Two refits; the slope is only fitted over
-    at least ``min_span`` frames of query, otherwise the seed's is kept.
+    ``tolerance`` frames of the line, its own speed estimate is within its
+    tolerance of the slope and, after the seed pass, its transposition is
+    within ``pitch_tol`` of the candidate's (the median over the previous
+    pass). Two refits; the slope is only fitted over at least ``min_span``
+    frames of query, otherwise the seed's is kept. Returns slope, intercept,
+    transposition and the indices of the aligned hits.
     """
     n = rel_t.shape[0]
     slope, intercept = seed_slope, seed_offset
     chosen = np.empty(n, np.int64)
+    shift = 0.0
     m = 0
     for rnd in range(3):
         log2_slope = np.log2(slope)
@@ -238,6 +261,8 @@ def _align(
                 continue
             if abs(frame[k] - slope * rel_t[k] - intercept) > limit:
                 continue
+            if rnd > 0 and abs(transposition[k] - shift) > pitch_tol:
+                continue
             chosen[m] = k
             m += 1
             x, y = rel_t[k], frame[k]
@@ -249,11 +274,20 @@ def _align(
             x_max = max(x_max, x)
         if m == 0 or rnd == 2:
             break
+        shift = np.median(transposition[chosen[:m]])
         denom = m * sxx - sx * sx
         if m >= 8 and x_max - x_min >= min_span and denom > 0.0:
             slope = (m * sxy - sx * sy) / denom
         intercept = (sy - slope * sx) / m
-    return slope, intercept, chosen[:m].copy()
+    return slope, intercept, shift, chosen[:m].copy()
+
+
+def plausible_distortion(log2_pitch: float, log2_tempo: float) -> bool:
+    """Whether (pitch, tempo) factors look like a broadcast's speed change, time-stretch or pitch shift."""
+    if max(abs(log2_pitch), abs(log2_tempo)) > MAX_DISTORTION_OCT:
+        return False
+    nearest = min(abs(log2_pitch - log2_tempo), abs(log2_pitch), abs(log2_tempo))
+    return nearest <= DISTORTION_TOL_OCT
 
 
 class Matcher:
@@ -263,25 +297,29 @@ class Matcher:
         self.index = index
         self.min_aligned = min_aligned
         self.min_score = min_score
+        # Keys far more frequent than chance come from structure many
+        # recordings share (a kick drum on every beat, a drone): they cost
+        # most of the lookups and are what unrelated music aligns on.
+        mean = index.n_postings / 2**HASH_BITS
+        self.max_postings = int(max(MAX_KEY_POSTINGS, COMMON_KEY_FACTOR * mean))
 
     def lookup(self, landmarks: Landmarks, first_serial: int = 0) -> Hits:
         """Index hits of ``landmarks`` (serials numbered from ``first_serial``)."""
         keys, owner = probe_keys(landmarks)
         index = self.index
-        which, frame, log2_speed, speed_tol = _lookup(
+        which, frame, log2_speed, speed_tol, transposition = _lookup(
             keys,
             owner,
             np.ascontiguousarray(landmarks.dt3, dtype=np.float32),
+            np.ascontiguousarray(landmarks.lf1, dtype=np.float32),
             index.directory,
             index.low,
             index.frames,
             index.spans,
-            DT3_SCALE,
-            SPEED_VOTE_OCT,
-            SPAN_JITTER,
-            SPEED_TOL_MAX_OCT,
+            index.pitches,
+            self.max_postings,
         )
-        return Hits(which + first_serial, landmarks.t[which], frame, log2_speed, speed_tol)
+        return Hits(which + first_serial, landmarks.t[which], frame, log2_speed, speed_tol, transposition)
 
     def vote(self, hits: Hits, query_t: np.ndarray, max_matches: int = 5) -> list[Match]:
         """Matches supported by ``hits``; ``query_t`` are the anchor frames of all query landmarks."""
@@ -299,7 +337,7 @@ class Matcher:
         t_sorted = np.unique(query_t)
         mid = float(np.median(rel_t))
         best: dict[int, Match] = {}
-        refined: dict[int, list[float]] = {}
+        refined: dict[int, list[tuple[float, float]]] = {}
         for j in order:
             speed = float(np.exp2(((keys[j] >> 36) - SPEED_STEPS) * SPEED_STEP_OCT))
             offset = float((keys[j] & ((1 << 36) - 1)) - (1 << 35))
@@ -310,9 +348,12 @@ class Matcher:
             # track, and raw votes need not favour the true one: refine each
             # distinct offset and keep the best supported.
             done = refined.setdefault(track, [])
-            if any(abs(offset - other) < DISTINCT_OFFSET_S * FRAME_RATE for other in done):
+            if any(
+                abs(offset - other) < DISTINCT_OFFSET_S * FRAME_RATE and abs(speed / other_speed - 1.0) < DISTINCT_SPEED
+                for other, other_speed in done
+            ):
                 continue
-            done.append(offset)
+            done.append((offset, speed))
             match = self._refine(hits, rel_t, frame, speed, offset, track, t0, t_sorted)
             if match is not None and (track not in best or match.count > best[track].count):
                 best[track] = match
@@ -337,10 +378,12 @@ class Matcher:
         t_sorted: np.ndarray,
     ) -> Match | None:
         lo, hi = int(self.index.starts[track]), int(self.index.starts[track + 1])
-        slope, intercept, aligned = _align(
-            rel_t, frame, hits.log2_speed, hits.speed_tol, speed, offset, lo, hi, ALIGN_TOLERANCE,
-            MIN_FIT_SPAN_S * FRAME_RATE,
+        slope, intercept, shift, aligned = _align(
+            rel_t, frame, hits.log2_speed, hits.speed_tol, hits.transposition, speed, offset, lo, hi,
+            ALIGN_TOLERANCE, PITCH_TOL_OCT, MIN_FIT_SPAN_S * FRAME_RATE,
         )  # fmt: skip
+        if not plausible_distortion(float(shift), float(np.log2(slope))):
+            return None
         count = int(np.unique(hits.t[aligned]).shape[0])
         if count < self.min_aligned:
             return None

@@ -27,20 +27,26 @@ FRAME_RATE = SAMPLE_RATE / HOP  # frames per second (31.25)
 F_MIN_HZ = 60.0
 F_MAX_HZ = 3700.0
 BIN_HZ = SAMPLE_RATE / N_FFT
-BIN_LO = int(math.floor(F_MIN_HZ / BIN_HZ))
-BIN_HI = int(math.ceil(F_MAX_HZ / BIN_HZ)) + 1
+# Peaks are local maxima over +-PEAK_DF bins (see below); the spectrogram
+# reaches PEAK_DF bins beyond the band on both sides so that a peak at the
+# band's edge is a true maximum and not the foot of a slope leaving the band.
+PEAK_DF = 4
+BIN_LO = int(math.floor(F_MIN_HZ / BIN_HZ)) - PEAK_DF
+BIN_HI = int(math.ceil(F_MAX_HZ / BIN_HZ)) + 1 + PEAK_DF
 N_BINS = BIN_HI - BIN_LO
 
 # Peak picking: a peak is a local maximum of the log power spectrum over
 # +-PEAK_DT frames and +-PEAK_DF bins, whose contrast (log power minus the mean
 # log power of +-CONTRAST_DF bins in its frame) ranks among the PEAK_TOP_K
-# highest within +-PEAK_WINDOW frames. The rank rule fixes the density at
-# about PEAK_TOP_K peaks per (2*PEAK_WINDOW+1) frames, independent of level.
+# highest of its frequency band within +-PEAK_WINDOW frames. The rank rule
+# fixes the density at about PEAK_TOP_K peaks per band per (2*PEAK_WINDOW+1)
+# frames, independent of level; the bands keep one loud or noisy region from
+# taking every peak (under broadband noise the bass often keeps the best SNR).
 PEAK_DT = 2
-PEAK_DF = 4
 CONTRAST_DF = 24
 PEAK_WINDOW = 15
-PEAK_TOP_K = 28
+PEAK_BAND_EDGES_HZ = (60.0, 220.0, 560.0, 1300.0, 3700.0)
+PEAK_TOP_K = 7
 # Log power below this is treated as silence (about -90 dBFS for a full-scale
 # sine through the Hann window): digital silence yields no peaks.
 SILENCE_LOG_POWER = -8.0
@@ -55,6 +61,14 @@ ZONE_DT_MIN = 2
 ZONE_DT_MAX = 32
 ZONE_DF_OCT = 1.5
 TARGETS = 4
+
+# The query side (anything matched against the index: files, live streams)
+# picks more peaks and targets than the reference side. Noise and talk-over
+# add peaks that push reference peaks down the rankings; a denser query keeps
+# more of the reference's triplets among its own, at the cost of more lookups
+# per second of query, not of index memory.
+QUERY_PEAK_TOP_K = 14
+QUERY_TARGETS = 8
 
 # Frames of look-ahead after which the landmarks anchored at a frame are final.
 LOOKAHEAD_FRAMES = ZONE_DT_MAX + PEAK_WINDOW + PEAK_DT + 1
@@ -81,6 +95,22 @@ HASH_BITS = 24
 # The reference span dt3 is kept with each posting, in quarter frames, so a
 # hit tells the speed of its own triplet: reference dt3 / query dt3.
 DT3_SCALE = 4.0
+# And the anchor's log2 frequency, in PITCH_STEP octaves from PITCH_BASE: a
+# true match transposes every triplet by the same factor (the speed, for a
+# record played fast; 1 for a time-stretch), while two different songs that
+# share intervals and rhythm align at a mixture of transpositions.
+PITCH_STEP = 1.0 / 40.0
+PITCH_BASE = 5.5
+# Matching: aligned hits must agree on the transposition within this.
+PITCH_TOL_OCT = 0.035
+# The distortions a broadcast applies, as (pitch factor a, tempo factor b):
+# a speed change (a = b: a record or a resampler running fast), a
+# time-stretch (a = 1: time compression), a pitch shift (b = 1), each up to
+# about +-13 %. A match must lie within DISTORTION_TOL_OCT (in log2) of one of
+# them. Two different songs that share intervals and rhythm align at arbitrary
+# musical transpositions (a few semitones) and tempo ratios; this removes most.
+MAX_DISTORTION_OCT = 0.18
+DISTORTION_TOL_OCT = 0.04
 
 # Voting: speed hypotheses 2**(k * SPEED_STEP_OCT), k in [-SPEED_STEPS,
 # SPEED_STEPS] (about x0.88 to x1.14). A hit's own speed estimate

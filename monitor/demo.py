@@ -18,6 +18,7 @@ import soundfile as sf
 
 from fingerprint import IndexBuilder, Matcher, extract, save
 from fingerprint.bench import degrade
+from fingerprint.landmarks import QUERY
 from fingerprint.params import SAMPLE_RATE
 from fingerprint.spectrum import n_frames_for
 from fingerprint.synth import music
@@ -64,7 +65,7 @@ def run(workdir: Path | None = None, out=sys.stdout) -> int:
 
     started = time.perf_counter()
     samples, _ = sf.read(query, dtype="float32")
-    matches = Matcher(index).match(extract(samples))
+    matches = Matcher(index).match(extract(samples, QUERY))
     elapsed = (time.perf_counter() - started) * 1000
     print(f"  identified in {elapsed:.0f} ms:", file=out)
     print("  " + json.dumps({"query": str(query), "matches": [m.as_json() for m in matches]}), file=out)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from fingerprint.audio import decode, resample
 from fingerprint.bench import corpus, degrade
 from fingerprint.index import IndexBuilder
-from fingerprint.landmarks import extract
+from fingerprint.landmarks import QUERY, extract
 from fingerprint.matcher import Matcher
 from fingerprint.params import SAMPLE_RATE
 from fingerprint.spectrum import log_spectrogram, n_frames_for
@@ -136,7 +136,7 @@ def _identify(matcher: Matcher, query: np.ndarray) -> tuple[list, float]:
     """Matches of a WORK_RATE query, and the seconds taken from samples to matches (resampling excluded)."""
     samples = resample(query, WORK_RATE)
     t0 = time.perf_counter()
-    matches = matcher.match(extract(samples))
+    matches = matcher.match(extract(samples, QUERY))
     return matches, time.perf_counter() - t0
 
 
@@ -198,7 +198,9 @@ def _same_audio(track: np.ndarray, at: float, other: float, seconds: float) -> b
 
     A match one loop away from the ground truth is as right as the matcher can
     be; it is accepted when the log spectrograms of the two reference
-    excerpts correlate above 0.9 at the best lag within +-3 frames.
+    excerpts correlate above 0.85 at the best lag within +-10 frames (loop
+    repeats measured 0.89-0.90 on this corpus; unrelated positions of the
+    same track 0.4-0.65).
     """
     a, b = int(at * WORK_RATE), int(other * WORK_RATE)
     n = int(seconds * WORK_RATE)
@@ -207,13 +209,13 @@ def _same_audio(track: np.ndarray, at: float, other: float, seconds: float) -> b
     spec_a = log_spectrogram(resample(track[a : a + n], WORK_RATE))
     spec_b = log_spectrogram(resample(track[b : b + n], WORK_RATE))
     best = -1.0
-    for lag in range(-3, 4):
+    for lag in range(-10, 11):
         x = spec_a[max(0, lag) : spec_a.shape[0] + min(0, lag)]
         y = spec_b[max(0, -lag) : spec_b.shape[0] + min(0, -lag)]
         rows = min(x.shape[0], y.shape[0])
         if rows > 4:
             best = max(best, float(np.corrcoef(x[:rows].ravel(), y[:rows].ravel())[0, 1]))
-    return best > 0.9
+    return best > 0.85
 
 
 def noncatalogue_queries(seconds: float, seed: int) -> list[tuple[str, np.ndarray]]:
