@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -58,8 +59,22 @@ def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.nd
     return out.astype(np.float32)
 
 
+# libsndfile reads the samples a cut-off WAV or AIFF still holds and only notes
+# the shortfall in its log ("data : 32000 (should be 15978)").
+_SHORT_CHUNK = re.compile(r"^(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_UNKNOWN_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF}  # written by streaming encoders that cannot seek back
+
+
 def _decode_soundfile(path: str, target: int) -> np.ndarray:
-    data, rate = sf.read(path, dtype="float32", always_2d=True)
+    with sf.SoundFile(path) as f:
+        data = f.read(dtype="float32", always_2d=True)
+        rate = f.samplerate
+        log = f.extra_info
+    for declared, present in _SHORT_CHUNK.findall(log):
+        if int(declared) not in _UNKNOWN_SIZES and int(declared) > int(present):
+            raise AudioError(
+                f"{path}: truncated: the header declares {declared} bytes of audio but only {present} are present"
+            )
     return resample(to_mono(data), rate, target)
 
 

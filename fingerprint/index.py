@@ -286,7 +286,12 @@ def save(index: Index, path: str | os.PathLike[str]) -> None:
             if old.exists():
                 shutil.rmtree(old)
             path.rename(old)
-        tmp.rename(path)
+        try:
+            tmp.rename(path)
+        except BaseException:
+            if old is not None:
+                old.rename(path)  # put the previous index back before reporting the failure
+            raise
         if old is not None:
             shutil.rmtree(old)
     except BaseException:
@@ -304,6 +309,8 @@ def load(path: str | os.PathLike[str], mmap: bool = True) -> Index:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as e:
         raise IndexFormatError(f"{meta_path} is unreadable: {e}") from e
+    if not isinstance(meta, dict):
+        raise IndexFormatError(f"{meta_path}: expected a JSON object, found {type(meta).__name__}")
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise IndexFormatError(
             f"{path}: unsupported index format {meta.get('format')!r} v{meta.get('format_version')}"
@@ -322,7 +329,10 @@ def load(path: str | os.PathLike[str], mmap: bool = True) -> Index:
         }
     except (OSError, ValueError) as e:
         raise IndexFormatError(f"{path}: damaged index file: {e}") from e
-    track_ids = tuple(meta["track_ids"])
+    track_ids = meta.get("track_ids")
+    if not isinstance(track_ids, list) or not all(isinstance(t, str) for t in track_ids):
+        raise IndexFormatError(f"{meta_path}: expected track_ids to be a list of strings")
+    track_ids = tuple(track_ids)
     expected = {
         "directory": (np.uint32, 2**DIR_BITS + 1),
         "low": (np.uint8, None),

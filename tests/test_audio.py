@@ -201,12 +201,6 @@ def test_corrupt_file_without_ffmpeg_still_raises_audio_error(
     assert str(info.value).startswith(f"{path}: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,  # "DID NOT RAISE"
-    reason="known gap: libsndfile silently returns the samples present in a WAV whose data chunk was cut short"
-    " (its log says 'data : N (should be M)'); decode does not report the truncation",
-)
 def test_wav_truncated_inside_data_raises_audio_error(tmp_path: Path) -> None:
     wav = good_wav_bytes(tmp_path)
     path = tmp_path / "half.wav"

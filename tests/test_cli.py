@@ -189,9 +189,9 @@ def test_match_flushes_each_line_before_the_next_query(
 
     real = cli.fingerprint_file
 
-    def spy(source: str) -> cli.Extracted:
+    def spy(source: str, *args: object) -> cli.Extracted:
         events.append(("decode", source))
-        return real(source)
+        return real(source, *args)
 
     monkeypatch.setattr(cli, "fingerprint_file", spy)
     monkeypatch.setattr(sys, "stdout", Recorder())
