@@ -44,6 +44,7 @@ from fingerprint.params import (
     QUERY_TARGETS,
     PEAK_WINDOW,
     SILENCE_LOG_POWER,
+    MAX_TRIPLETS,
     TARGETS,
     ZONE_DF_OCT,
     ZONE_DT_MAX,
@@ -254,16 +255,18 @@ def _triplets(
     dt_max: int,
     df_oct: float,
     targets: int,
+    max_triplets: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Triplets of each anchor in [first, last) with pairs of its ``targets`` strongest zone peaks.
 
     The zone of anchor i holds the peaks j with t[j] - t[i] in [dt_min, dt_max]
     and |lf[j] - lf[i]| <= df_oct. Ties in contrast go to the earlier peak.
-    Peaks are sorted by (t, f); ``t_frac`` is the sub-frame offset and ``lf``
-    the log2 frequency.
+    Pairs are taken strongest first, (1st, 2nd), (1st, 3rd), (2nd, 3rd),
+    (1st, 4th), ..., up to ``max_triplets`` per anchor. Peaks are sorted by
+    (t, f); ``t_frac`` is the sub-frame offset and ``lf`` the log2 frequency.
     """
     n = t.shape[0]
-    per_anchor = targets * (targets - 1) // 2
+    per_anchor = min(max_triplets, targets * (targets - 1) // 2)
     cap = (last - first) * per_anchor
     out_t = np.empty(cap, np.int64)
     out_lf1 = np.empty(cap, np.float32)
@@ -290,10 +293,13 @@ def _triplets(
                     if n_chosen < targets:
                         n_chosen += 1
             j += 1
-        sel = np.sort(chosen[:n_chosen])
-        for a in range(n_chosen):
-            for b in range(a + 1, n_chosen):
-                j, k = sel[a], sel[b]
+        emitted = 0
+        for b in range(1, n_chosen):
+            for a in range(b):
+                if emitted == per_anchor:
+                    break
+                emitted += 1
+                j, k = min(chosen[a], chosen[b]), max(chosen[a], chosen[b])
                 out_t[count] = t[i]
                 out_lf1[count] = lf[i]
                 out_dlf2[count] = lf[j] - lf[i]
@@ -327,10 +333,11 @@ class Density(NamedTuple):
 
     top_k: int
     targets: int
+    max_triplets: int
 
 
-REFERENCE = Density(PEAK_TOP_K, TARGETS)
-QUERY = Density(QUERY_PEAK_TOP_K, QUERY_TARGETS)
+REFERENCE = Density(PEAK_TOP_K, TARGETS, MAX_TRIPLETS)
+QUERY = Density(QUERY_PEAK_TOP_K, QUERY_TARGETS, QUERY_TARGETS * (QUERY_TARGETS - 1) // 2)
 
 
 class Extractor:
@@ -450,6 +457,7 @@ class Extractor:
             ZONE_DT_MAX,
             ZONE_DF_OCT,
             self._density.targets,
+            self._density.max_triplets,
         )
         self._peaks = peaks.take(slice(last, None))
         self._anchor_done = anchor_to

@@ -44,11 +44,11 @@ from fingerprint.params import (
 )
 
 # Defaults calibrated on the benchmark's non-catalogue hour (see docs/benchmarks.md).
-MIN_ALIGNED = 11  # aligned anchors needed to report a match
+MIN_ALIGNED = 10  # aligned anchors needed to report a match
 MIN_SCORE = 0.02  # aligned fraction of the query's anchors within the matched span
 ALIGN_TOLERANCE = 1.5  # frames between a hit and the fitted line
-MAX_KEY_POSTINGS = 64  # a key with more postings than this (or COMMON_KEY_FACTOR x the mean) is ignored
-COMMON_KEY_FACTOR = 20
+MAX_KEY_POSTINGS = 16  # a key with more postings than this (or COMMON_KEY_FACTOR x the mean) is ignored
+COMMON_KEY_FACTOR = 5
 MAX_CANDIDATES = 32  # best voting bins considered per query
 DISTINCT_OFFSET_S = 1.0  # vote bins of one track closer than this in offset
 DISTINCT_SPEED = 0.015  # and in speed are one candidate
@@ -124,11 +124,15 @@ def _lookup(
     Keys with more than ``max_postings`` postings are skipped.
     """
     n = keys.shape[0]
+    ranges = np.empty((n, 2), np.int64)
     total = 0
     for k in range(n):
         lo, hi = postings_range(directory, low, keys[k])
-        if hi - lo <= max_postings:
-            total += hi - lo
+        if hi - lo > max_postings:
+            hi = lo
+        ranges[k, 0] = lo
+        ranges[k, 1] = hi
+        total += hi - lo
     out_i = np.empty(total, np.int64)
     out_f = np.empty(total, np.uint32)
     out_s = np.empty(total, np.float32)
@@ -136,8 +140,8 @@ def _lookup(
     out_p = np.empty(total, np.float32)
     m = 0
     for k in range(n):
-        lo, hi = postings_range(directory, low, keys[k])
-        if hi - lo > max_postings:
+        lo, hi = ranges[k, 0], ranges[k, 1]
+        if lo == hi:
             continue
         i = owner[k]
         inv = 1.0 / (query_dt3[i] * DT3_SCALE)

@@ -61,14 +61,18 @@ ZONE_DT_MIN = 2
 ZONE_DT_MAX = 32
 ZONE_DF_OCT = 1.5
 TARGETS = 4
+# Of the 6 pairs of 4 targets, the reference keeps the 5 strongest-first
+# ones: the pair of the two weakest targets survives noise least and would
+# cost a sixth of the index memory.
+MAX_TRIPLETS = 5
 
 # The query side (anything matched against the index: files, live streams)
 # picks more peaks and targets than the reference side. Noise and talk-over
 # add peaks that push reference peaks down the rankings; a denser query keeps
 # more of the reference's triplets among its own, at the cost of more lookups
 # per second of query, not of index memory.
-QUERY_PEAK_TOP_K = 14
-QUERY_TARGETS = 8
+QUERY_PEAK_TOP_K = 12
+QUERY_TARGETS = 7
 
 # Frames of look-ahead after which the landmarks anchored at a frame are final.
 LOOKAHEAD_FRAMES = ZONE_DT_MAX + PEAK_WINDOW + PEAK_DT + 1
@@ -117,8 +121,8 @@ DISTORTION_TOL_OCT = 0.04
 # (reference span / query span) is uncertain by about SPAN_JITTER frames on
 # each span, so it votes for the hypotheses within
 # SPEED_VOTE_OCT + SPAN_JITTER / (query span * ln 2) octaves of its estimate.
-SPEED_STEP_OCT = 0.01
-SPEED_STEPS = 18
+SPEED_STEP_OCT = 0.02
+SPEED_STEPS = 9
 SPEED_VOTE_OCT = 0.02
 SPAN_JITTER = 0.6
 SPEED_TOL_MAX_OCT = 0.15  # short spans say little about speed; cap their votes

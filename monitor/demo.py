@@ -77,6 +77,10 @@ def run(workdir: Path | None = None, out=sys.stdout) -> int:
             f" {start_s + 1.03 * m.query_start:.1f} s at x1.030)",
             file=out,
         )
+        print(
+            f"  the same with the offline CLI:\n    python -m fingerprint match {root / 'index'} {query} --json",
+            file=out,
+        )
         return 0
     print("  -> the excerpt was NOT identified", file=out)
     return 1
