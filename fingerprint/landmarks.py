@@ -9,7 +9,8 @@ Pipeline, each stage a small Numba kernel (``nogil``):
    contrasts within +-PEAK_WINDOW frames (a sliding rank keeps the density
    fixed and is translation invariant, unlike fixed blocks);
 4. ``_triplets``: each anchor peak takes the TARGETS strongest peaks of its
-   target zone and forms a triplet with every pair of them.
+   target zone and forms triplets with pairs of them, strongest pairs first
+   (the reference keeps MAX_TRIPLETS of them, the query all).
 
 A landmark is not a hash: it keeps the anchor frame and the continuous
 coordinates of the triplet, so that hashing (``fingerprint.hashes``) can
@@ -153,7 +154,7 @@ def _local_peaks(
         row_has_prefix = False
         for f in range(peak_df, n_bins - peak_df):
             v = spec[t, f]
-            if v <= silence:
+            if not v > silence:  # also skips NaN, which would compare as a peak everywhere
                 continue
             is_peak = True
             for dt in range(-peak_dt, peak_dt + 1):
@@ -237,7 +238,9 @@ def _select_top(
 
 def _band_of_bin() -> np.ndarray:
     hz = (BIN_LO + np.arange(N_BINS)) * BIN_HZ
-    return np.clip(np.searchsorted(np.asarray(PEAK_BAND_EDGES_HZ), hz, side="right") - 1, 0, None).astype(np.int32)
+    edges = np.asarray(PEAK_BAND_EDGES_HZ)
+    band = np.searchsorted(edges, hz, side="right") - 1
+    return np.clip(band, 0, edges.shape[0] - 2).astype(np.int32)
 
 
 _BAND_OF_BIN = _band_of_bin()
@@ -300,6 +303,10 @@ def _triplets(
                     break
                 emitted += 1
                 j, k = min(chosen[a], chosen[b]), max(chosen[a], chosen[b])
+                # order the targets by sub-frame time, so that dt3 >= dt2 even
+                # when both sit in one frame (index order breaks exact ties)
+                if float(t[j] - t[k]) + (t_frac[j] - t_frac[k]) > 0.0:
+                    j, k = k, j
                 out_t[count] = t[i]
                 out_lf1[count] = lf[i]
                 out_dlf2[count] = lf[j] - lf[i]
@@ -325,6 +332,9 @@ def _as_samples(samples: np.ndarray) -> np.ndarray:
             f"expected float32 samples at the engine rate, got {samples.dtype};"
             " decode with fingerprint.audio or convert with .astype(np.float32)"
         )
+    if not np.isfinite(samples).all():
+        bad = int(np.count_nonzero(~np.isfinite(samples)))
+        raise ValueError(f"{bad} of {samples.shape[0]} samples are NaN or infinite; audio must be finite")
     return samples
 
 

@@ -44,7 +44,7 @@ from fingerprint.params import (
 )
 
 # Defaults calibrated on the benchmark's non-catalogue hour (see docs/benchmarks.md).
-MIN_ALIGNED = 10  # aligned anchors needed to report a match
+MIN_ALIGNED = 11  # aligned anchors needed to report a match
 MIN_SCORE = 0.02  # aligned fraction of the query's anchors within the matched span
 ALIGN_TOLERANCE = 1.5  # frames between a hit and the fitted line
 MAX_KEY_POSTINGS = 16  # a key with more postings than this (or COMMON_KEY_FACTOR x the mean) is ignored
@@ -53,6 +53,20 @@ MAX_CANDIDATES = 32  # best voting bins considered per query
 DISTINCT_OFFSET_S = 1.0  # vote bins of one track closer than this in offset
 DISTINCT_SPEED = 0.015  # and in speed are one candidate
 MIN_FIT_SPAN_S = 3.0  # query seconds of aligned hits needed to fit the speed rather than take the hypothesis's
+
+
+class LookupConfig(NamedTuple):
+    """Tuning values of ``_lookup``, passed as an argument (see hashes.HashConfig for why)."""
+
+    dt3_scale: float
+    speed_vote_oct: float
+    span_jitter: float
+    speed_tol_max_oct: float
+    pitch_base: float
+    pitch_step: float
+
+
+LOOKUP_CONFIG = LookupConfig(DT3_SCALE, SPEED_VOTE_OCT, SPAN_JITTER, SPEED_TOL_MAX_OCT, PITCH_BASE, PITCH_STEP)
 
 
 class Hits(NamedTuple):
@@ -118,6 +132,7 @@ def _lookup(
     spans: np.ndarray,
     pitches: np.ndarray,
     max_postings: int,
+    cfg: "LookupConfig",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """All postings of all keys: (query triplet, reference frame, log2 speed, its tolerance, transposition).
 
@@ -144,14 +159,14 @@ def _lookup(
         if lo == hi:
             continue
         i = owner[k]
-        inv = 1.0 / (query_dt3[i] * DT3_SCALE)
-        tol = min(SPEED_VOTE_OCT + SPAN_JITTER / (query_dt3[i] * np.log(2.0)), SPEED_TOL_MAX_OCT)
+        inv = 1.0 / (query_dt3[i] * cfg.dt3_scale)
+        tol = min(cfg.speed_vote_oct + cfg.span_jitter / (query_dt3[i] * np.log(2.0)), cfg.speed_tol_max_oct)
         for j in range(lo, hi):
             out_i[m] = i
             out_f[m] = frames[j]
             out_s[m] = np.log2(max(spans[j], 1) * inv)
             out_tol[m] = tol
-            out_p[m] = query_lf1[i] - (PITCH_BASE + pitches[j] * PITCH_STEP)
+            out_p[m] = query_lf1[i] - (cfg.pitch_base + pitches[j] * cfg.pitch_step)
             m += 1
     return out_i, out_f, out_s, out_tol, out_p
 
@@ -322,6 +337,7 @@ class Matcher:
             index.spans,
             index.pitches,
             self.max_postings,
+            LOOKUP_CONFIG,
         )
         return Hits(which + first_serial, landmarks.t[which], frame, log2_speed, speed_tol, transposition)
 

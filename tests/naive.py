@@ -5,7 +5,8 @@ numpy or Python that does the job: no prefix sums, no sliding pointers, no
 insertion sorts, no open addressing, no directories. ``tests/test_kernels.py``
 checks every kernel against its twin. Parameter values always come from
 ``fingerprint.params`` (or are passed in), never from literals here, so the
-twins stay valid while those values are tuned.
+twins stay valid while those values are tuned; the hash key's field widths
+come from ``fingerprint.hashes``, the only layout constants shared.
 
 Where a kernel's arithmetic is float32 by construction (its inputs are
 float32 arrays), the twin does the same float32 step explicitly, so that the
@@ -216,12 +217,17 @@ def triplets(
     max_triplets: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Twin of landmarks._triplets: the columns (t, lf1, dlf2, dlf3, dt2, dt3) of triplet_indices."""
-    rows = triplet_indices(t, lf, contrast, first, last, dt_min, dt_max, df_oct, targets, max_triplets)
     lf = np.asarray(lf, np.float32)
     t_frac = np.asarray(t_frac, np.float32)
 
     def span(i: int, j: int) -> float:
         return float(t[j] - t[i]) + float(t_frac[j] - t_frac[i])  # the fraction difference is float32
+
+    # targets in order of sub-frame time (so dt3 >= dt2 even when both share a frame)
+    rows = [
+        (i, k, j) if span(k, j) > 0.0 else (i, j, k)
+        for i, j, k in triplet_indices(t, lf, contrast, first, last, dt_min, dt_max, df_oct, targets, max_triplets)
+    ]
 
     return (
         np.array([t[i] for i, _, _ in rows], np.int64),
@@ -237,17 +243,21 @@ def triplets(
 
 
 def cell_and_probe(value: float, step: float, top: int, margin: float) -> tuple[int, int | None]:
-    """Cell floor(value / step) clamped to [0, top], and the neighbouring cell when within margin of an edge."""
-    scaled = value / step
-    cell = math.floor(scaled)
+    """Cell floor(value / step) clamped to [0, top], and the cell beyond the nearer edge when within margin of it.
+
+    ``margin`` is in the units of ``value``.
+    """
+    cell = math.floor(value / step)
     clamped = min(max(cell, 0), top)
-    frac = scaled - cell
+    above_lower_edge = (value / step - cell) * step
     probe = None
-    if margin > 0.0:
-        if frac < margin and clamped > 0:
+    if clamped != cell:
+        return clamped, None  # beyond the last cell: nothing lies further out
+    if above_lower_edge <= step / 2:
+        if above_lower_edge < margin and clamped > 0:
             probe = clamped - 1
-        elif frac > 1.0 - margin and clamped < top:
-            probe = clamped + 1
+    elif step - above_lower_edge < margin and clamped < top:
+        probe = clamped + 1
     return clamped, probe
 
 
@@ -256,43 +266,69 @@ def mix(raw: int) -> int:
     return ((raw * 0x9E3779B1) % 2**32) // 2 ** (32 - params.HASH_BITS)
 
 
+def log2_frequency_jitter(lf: float) -> float:
+    """Standard deviation of a peak's log2 frequency: FREQ_JITTER_BINS bins at 2**lf Hz."""
+    bins = 2.0**lf / params.BIN_HZ
+    return params.FREQ_JITTER_BINS / (bins * math.log(2.0))
+
+
 def hash_keys(
     lf1: np.ndarray,
     dlf2: np.ndarray,
     dlf3: np.ndarray,
     dt2: np.ndarray,
     dt3: np.ndarray,
-    coarse_margin: float,
-    r_margin: float,
+    probe: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Twin of hashes._hash_keys: (keys, owner), each triplet's keys in (r, f1, dt3) probe order."""
+    """Twin of hashes._hash_keys: (keys, owner), each triplet's keys in (dlf2, dlf3, r, f1, dt3) probe order.
+
+    Fields: the octave differences dlf2, dlf3 in HASH_DF_STEP cells, signed
+    around the middle of their 7-bit field; the ratio r = dt2 / dt3 in
+    HASH_R_STEP cells; the anchor's log2 frequency above HASH_F1_BASE and
+    log2 dt3 above HASH_DT3_BASE in HASH_COARSE_STEP cells; each clamped to its
+    field. When probing, a field also takes the cell beyond its nearer edge
+    when within a margin of it: PROBE_MARGIN_COARSE cells for the coarse
+    fields, PROBE_SIGMAS standard deviations of the measurement jitter for the
+    fine ones (frequency jitters of the two peaks, or time jitters of the two
+    spans, combined in quadrature).
+    """
     df_bits, r_bits, coarse_bits = hashes._DF_BITS, hashes._R_BITS, hashes._COARSE_BITS
     df_top, coarse_top = 2**df_bits - 1, 2**coarse_bits - 1
-    r_top = round(1.0 / params.HASH_R_STEP) - 1
+    df_middle = 2 ** (df_bits - 1) * params.HASH_DF_STEP
+    r_top = min(round(1.0 / params.HASH_R_STEP), 2**r_bits) - 1
     keys, owner = [], []
     for i in range(len(lf1)):
-        # Octave differences, signed, around the middle of their field.
-        qd2 = min(max(math.floor(float(dlf2[i]) / params.HASH_DF_STEP) + 2 ** (df_bits - 1), 0), df_top)
-        qd3 = min(max(math.floor(float(dlf3[i]) / params.HASH_DF_STEP) + 2 ** (df_bits - 1), 0), df_top)
         ratio = float(np.float32(dt2[i]) / np.float32(dt3[i]))  # float32 inputs, float32 quotient
-        log_span = float(np.log2(np.float32(dt3[i])))  # likewise
-        r_cells = cell_and_probe(ratio, params.HASH_R_STEP, r_top, r_margin)
-        f_cells = cell_and_probe(float(lf1[i]) - params.HASH_F1_BASE, params.HASH_COARSE_STEP, coarse_top, coarse_margin)
-        s_cells = cell_and_probe(log_span - params.HASH_DT3_BASE, params.HASH_COARSE_STEP, coarse_top, coarse_margin)
-        for qr in r_cells:
-            for qf in f_cells:
-                for qs in s_cells:
-                    if qr is None or qf is None or qs is None:
-                        continue
-                    raw = (
-                        qd2
-                        + qd3 * 2**df_bits
-                        + qr * 2 ** (2 * df_bits)
-                        + qf * 2 ** (2 * df_bits + r_bits)
-                        + qs * 2 ** (2 * df_bits + r_bits + coarse_bits)
-                    )
-                    keys.append(mix(raw))
-                    owner.append(i)
+        # log2 of the float32 span, rounded to float32 (as the kernel's float32 log2 does, to an ulp)
+        log_span = float(np.float32(math.log2(float(dt3[i]))))
+        m2 = m3 = mr = coarse = 0.0
+        if probe:
+            own = log2_frequency_jitter(float(lf1[i]))
+            m2 = params.PROBE_SIGMAS * math.hypot(own, log2_frequency_jitter(float(lf1[i]) + float(dlf2[i])))
+            m3 = params.PROBE_SIGMAS * math.hypot(own, log2_frequency_jitter(float(lf1[i]) + float(dlf3[i])))
+            mr = params.PROBE_SIGMAS * params.TIME_JITTER_FRAMES * math.hypot(1.0, ratio) / float(dt3[i])
+            coarse = params.PROBE_MARGIN_COARSE * params.HASH_COARSE_STEP
+        d2_cells = cell_and_probe(float(dlf2[i]) + df_middle, params.HASH_DF_STEP, df_top, m2)
+        d3_cells = cell_and_probe(float(dlf3[i]) + df_middle, params.HASH_DF_STEP, df_top, m3)
+        r_cells = cell_and_probe(ratio, params.HASH_R_STEP, r_top, mr)
+        f_cells = cell_and_probe(float(lf1[i]) - params.HASH_F1_BASE, params.HASH_COARSE_STEP, coarse_top, coarse)
+        s_cells = cell_and_probe(log_span - params.HASH_DT3_BASE, params.HASH_COARSE_STEP, coarse_top, coarse)
+        for qd2 in d2_cells:
+            for qd3 in d3_cells:
+                for qr in r_cells:
+                    for qf in f_cells:
+                        for qs in s_cells:
+                            if None in (qd2, qd3, qr, qf, qs):
+                                continue
+                            raw = (
+                                qd2
+                                + qd3 * 2**df_bits
+                                + qr * 2 ** (2 * df_bits)
+                                + qf * 2 ** (2 * df_bits + r_bits)
+                                + qs * 2 ** (2 * df_bits + r_bits + coarse_bits)
+                            )
+                            keys.append(mix(raw))
+                            owner.append(i)
     return np.array(keys, np.uint32), np.array(owner, np.int64)
 
 

@@ -203,8 +203,8 @@ def _same_audio(track: np.ndarray, at: float, other: float, seconds: float) -> b
     same track 0.4-0.65).
     """
     a, b = int(at * WORK_RATE), int(other * WORK_RATE)
-    n = int(seconds * WORK_RATE)
-    if min(a, b) < 0 or max(a, b) + n > track.shape[0]:
+    n = min(int(seconds * WORK_RATE), track.shape[0] - max(a, b))  # what both positions still have
+    if min(a, b) < 0 or n < 2 * WORK_RATE:
         return False
     spec_a = log_spectrogram(resample(track[a : a + n], WORK_RATE))
     spec_b = log_spectrogram(resample(track[b : b + n], WORK_RATE))

@@ -1,0 +1,354 @@
+"""fingerprint.matcher end to end: a catalogue of synthesised recordings, queries cut and degraded in numpy.
+
+Ground truth comes from how each query was made: the track, and the reference
+time at query time q, ``start + speed * q``. The synthesised music repeats its
+bars, so a reported position is also accepted where the reference audio is
+nearly identical to the true position's (normalised correlation of the
+samples); a separate check requires most positions to be the true ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from fingerprint import matcher as matcher_mod
+from fingerprint import params
+from fingerprint.index import Index, IndexBuilder
+from fingerprint.landmarks import QUERY, Landmarks, extract
+from fingerprint.matcher import MAX_KEY_POSTINGS, Match, Matcher, plausible_distortion
+from fingerprint.spectrum import n_frames_for
+from fingerprint.synth import music
+
+SR = params.SAMPLE_RATE
+TRACK_SECONDS = 45.0
+TRACK_IDS = [f"catalogue/track-{n:02d}.wav" for n in range(12)]
+SEEDS = dict(zip(TRACK_IDS, range(1000, 1012)))
+OTHER_SEEDS = range(2000, 2006)  # never in the catalogue
+LOOP_SIMILARITY = 0.8  # correlation of the samples above which two positions of a track sound the same
+CONTRACT_KEYS = {"track", "score", "query_start", "query_end", "ref_start", "ref_end", "speed"}  # DESIGN.md
+
+
+@pytest.fixture(scope="module")
+def references() -> dict[str, np.ndarray]:
+    return {track: music(TRACK_SECONDS, seed) for track, seed in SEEDS.items()}
+
+
+@pytest.fixture(scope="module")
+def index(references: dict[str, np.ndarray]) -> Index:
+    builder = IndexBuilder()
+    for track, samples in references.items():
+        builder.add(track, extract(samples), n_frames_for(samples.shape[0]))
+    return builder.freeze()
+
+
+@pytest.fixture(scope="module")
+def matcher(index: Index) -> Matcher:
+    return Matcher(index)
+
+
+# --- making queries -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Query:
+    track: str
+    start: float  # reference seconds at query time 0
+    speed: float  # reference seconds per query second
+    samples: np.ndarray
+
+
+def cut(reference: np.ndarray, start: float, seconds: float, speed: float = 1.0) -> np.ndarray:
+    """``seconds`` of query audio from ``start``, played ``speed`` times fast (pitch and tempo, like a turntable)."""
+    segment = reference[int(round(start * SR)) : int(round((start + seconds * speed) * SR))].astype(np.float64)
+    if speed == 1.0:
+        return segment
+    ratio = Fraction(speed).limit_denominator(100)
+    assert abs(float(ratio) - speed) < 1e-9
+    return signal.resample_poly(segment, ratio.denominator, ratio.numerator)
+
+
+def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
+    noise = rng.standard_normal(n)
+    if colour == "pink":  # 1/f power
+        freqs = np.fft.rfftfreq(n)
+        freqs[0] = freqs[1]
+        noise = np.fft.irfft(np.fft.rfft(noise) / np.sqrt(freqs), n)
+    return noise / np.sqrt(np.mean(noise**2))
+
+
+def with_noise(samples: np.ndarray, colour: str, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    noise = coloured_noise(samples.shape[0], colour, rng)
+    return samples + noise * math.sqrt(np.mean(samples**2) / 10 ** (snr_db / 10))
+
+
+def telephone(samples: np.ndarray) -> np.ndarray:
+    sos = signal.butter(4, [300, 3400], btype="bandpass", fs=SR, output="sos")
+    return signal.sosfilt(sos, samples)
+
+
+def as_query(samples: np.ndarray) -> np.ndarray:
+    return (samples / max(1.0, float(np.abs(samples).max()))).astype(np.float32)
+
+
+def make_queries(
+    references: dict[str, np.ndarray], seconds: float, speed: float = 1.0, degrade: str = "clean", salt: int = 0
+) -> list[Query]:
+    queries = []
+    for n, track in enumerate(TRACK_IDS):
+        rng = np.random.default_rng([n, int(seconds * 10), int(speed * 1000), salt])
+        start = float(rng.uniform(0.0, TRACK_SECONDS - seconds * speed - 0.5))
+        samples = cut(references[track], start, seconds, speed)
+        if degrade in ("white", "pink"):
+            samples = with_noise(samples, degrade, 5.0, rng)
+        elif degrade == "telephone":
+            samples = telephone(samples)
+        queries.append(Query(track, start, speed, as_query(samples)))
+    return queries
+
+
+# --- checking answers ---------------------------------------------------------------------------------
+
+
+def sounds_the_same(reference: np.ndarray, truth: float, reported: float, span: float, tolerance: float) -> bool:
+    """Whether the reference near ``reported`` (within ``tolerance`` s) repeats the audio at ``truth``."""
+    segment = reference[int(truth * SR) : int((truth + max(span, 2.0)) * SR)].astype(np.float64)
+    lo = max(0, int((reported - tolerance) * SR))
+    window = reference[lo : int((reported + tolerance) * SR) + segment.shape[0]].astype(np.float64)
+    if window.shape[0] < segment.shape[0] or segment.shape[0] < SR:
+        return False
+    products = signal.correlate(window, segment, mode="valid", method="fft")
+    running = np.concatenate(([0.0], np.cumsum(window**2)))
+    energies = running[segment.shape[0] :] - running[: -segment.shape[0]]  # of each window slice
+    similarity = products / np.sqrt(np.maximum(energies, 1e-12)) / np.linalg.norm(segment)
+    return float(similarity.max()) >= LOOP_SIMILARITY
+
+
+@dataclass
+class Verdict:
+    found: bool  # the right track ranked first, speed right, position right or a repeat of it
+    exact: bool  # ... and the position within tolerance of the truth itself
+    detail: str
+
+
+def judge(
+    query: Query, matches: list[Match], references: dict[str, np.ndarray], speed_tol: float, position_tol: float
+) -> Verdict:
+    if not matches or matches[0].track != query.track:
+        return Verdict(False, False, f"{query}: got {[(m.track, m.count) for m in matches]}")
+    best = matches[0]
+    truth = query.start + query.speed * best.query_start
+    detail = f"{query.track} from {query.start:.2f} s at x{query.speed}: got {best}"
+    if abs(best.speed - query.speed) > speed_tol * query.speed:
+        return Verdict(False, False, detail + " (speed)")
+    if abs(best.ref_start - truth) <= position_tol:
+        return Verdict(True, True, detail)
+    span = query.speed * (best.query_end - best.query_start)
+    same = sounds_the_same(references[query.track], truth, best.ref_start, span, position_tol)
+    return Verdict(same, False, detail + (" (a repeat of the true position)" if same else " (position)"))
+
+
+def run(
+    matcher: Matcher, queries: list[Query], references: dict[str, np.ndarray], speed_tol: float, position_tol: float
+) -> list[Verdict]:
+    return [
+        judge(q, matcher.match(extract(q.samples, QUERY)), references, speed_tol, position_tol) for q in queries
+    ]
+
+
+def assert_all_found(verdicts: list[Verdict], min_exact: float = 0.75) -> None:
+    missed = [v.detail for v in verdicts if not v.found]
+    assert not missed, "\n".join(missed)
+    exact = sum(v.exact for v in verdicts)
+    assert exact >= min_exact * len(verdicts), f"only {exact}/{len(verdicts)} positions at the truth itself"
+
+
+# --- recall and accuracy ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seconds", [5.0, 10.0])
+def test_clean_excerpts(seconds: float, matcher: Matcher, references: dict[str, np.ndarray]) -> None:
+    verdicts = run(matcher, make_queries(references, seconds), references, speed_tol=0.01, position_tol=0.5)
+    assert_all_found(verdicts, min_exact=0.8)
+
+
+@pytest.mark.parametrize("colour", ["white", "pink"])
+def test_noisy_excerpts_at_5_db_snr(colour: str, matcher: Matcher, references: dict[str, np.ndarray]) -> None:
+    """Ten seconds are enough for every track; five for most."""
+    long = run(matcher, make_queries(references, 10.0, degrade=colour), references, 0.01, 0.5)
+    assert_all_found(long, min_exact=0.6)
+    short = run(matcher, make_queries(references, 5.0, degrade=colour), references, 0.01, 0.5)
+    found = sum(v.found for v in short)
+    assert found >= 0.75 * len(short), "\n".join(v.detail for v in short if not v.found)
+
+
+@pytest.mark.parametrize("speed", [0.95, 1.05, 1.10])
+def test_speed_changed_excerpts(speed: float, matcher: Matcher, references: dict[str, np.ndarray]) -> None:
+    queries = make_queries(references, 10.0, speed) + make_queries(references, 5.0, speed)
+    assert_all_found(run(matcher, queries, references, speed_tol=0.015, position_tol=1.5), min_exact=0.8)
+
+
+def test_band_limited_excerpts(matcher: Matcher, references: dict[str, np.ndarray]) -> None:
+    queries = make_queries(references, 10.0, degrade="telephone") + make_queries(references, 5.0, degrade="telephone")
+    assert_all_found(run(matcher, queries, references, 0.01, 0.5), min_exact=0.8)
+
+
+def test_judge_rejects_wrong_positions(references: dict[str, np.ndarray], matcher: Matcher) -> None:
+    """The loop allowance is not a blank cheque: shifted answers are refused."""
+    query = make_queries(references, 10.0)[3]
+    best = matcher.match(extract(query.samples, QUERY))[0]
+    assert judge(query, [best], references, 0.01, 0.5).found
+    refused = 0
+    for shift in (-7.3, -2.1, 1.3, 3.7, 9.1):
+        moved = Match(**{**best.__dict__, "ref_start": best.ref_start + shift})
+        refused += not judge(query, [moved], references, 0.01, 0.5).found
+    assert refused >= 4
+    assert not judge(query, [Match(**{**best.__dict__, "speed": 1.03})], references, 0.01, 0.5).found
+
+
+# --- nothing where there is nothing -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["white_noise", "pink_noise", "silence", "quiet_hiss"])
+def test_non_music_matches_nothing(kind: str, matcher: Matcher) -> None:
+    rng = np.random.default_rng(77)
+    n = 10 * SR
+    samples = {
+        "white_noise": 0.3 * rng.standard_normal(n),
+        "pink_noise": 0.2 * coloured_noise(n, "pink", rng),
+        "silence": np.zeros(n),
+        "quiet_hiss": 1e-4 * rng.standard_normal(n),
+    }[kind]
+    assert matcher.match(extract(as_query(samples), QUERY)) == []
+
+
+FALSE_MATCHES = pytest.mark.xfail(
+    strict=True,
+    reason="bug: unrelated synthesised music (same generator: triads, four-on-the-floor) is matched at speeds"
+    " near 0.9 or 1.1 with 10-15 aligned anchors; MIN_ALIGNED/MIN_SCORE let it through",
+)
+
+
+@pytest.mark.parametrize("seconds", [5.0, pytest.param(10.0, marks=FALSE_MATCHES)])
+def test_music_not_in_the_catalogue_matches_nothing(seconds: float, matcher: Matcher) -> None:
+    false = {}
+    for seed in OTHER_SEEDS:
+        found = matcher.match(extract(music(seconds, seed), QUERY))
+        if found:
+            false[seed] = [(m.track, m.count, round(m.score, 3), round(m.speed, 3)) for m in found]
+    assert not false, f"false matches: {false}"
+
+
+# --- the API around match -----------------------------------------------------------------------------
+
+
+def test_lookup_then_vote_equals_match(matcher: Matcher, references: dict[str, np.ndarray]) -> None:
+    queries = [
+        make_queries(references, 10.0)[0].samples,
+        make_queries(references, 5.0, degrade="pink")[5].samples,
+        make_queries(references, 10.0, speed=1.05)[7].samples,
+        music(8.0, OTHER_SEEDS[0]),
+    ]
+    matched = 0
+    for samples in queries:
+        found = extract(samples, QUERY)
+        for max_matches in (1, 5):
+            want = matcher.match(found, max_matches)
+            assert matcher.vote(matcher.lookup(found), found.t, max_matches) == want
+            matched += bool(want)
+    assert matched >= 6
+    assert matcher.match(Landmarks.empty()) == []
+
+
+def test_lookup_serials(matcher: Matcher, references: dict[str, np.ndarray]) -> None:
+    """Hits name their query landmark by serial; a stream looks up in parts with running serials."""
+    found = extract(make_queries(references, 10.0)[2].samples, QUERY)
+    hits = matcher.lookup(found)
+    assert len(hits) > len(found) // 4 and np.unique(hits.serial).shape[0] > len(found) // 10
+    assert hits.serial.min() >= 0 and hits.serial.max() < len(found)
+    np.testing.assert_array_equal(hits.t, found.t[hits.serial])
+    shifted = matcher.lookup(found, first_serial=12345)
+    np.testing.assert_array_equal(shifted.serial, hits.serial + 12345)
+    for a, b in zip(shifted[1:], hits[1:]):
+        np.testing.assert_array_equal(a, b)
+    half = len(found) // 2
+    parts = [matcher.lookup(found.take(slice(0, half))), matcher.lookup(found.take(slice(half, None)), half)]
+    for a, b in zip(type(hits).concat(parts), hits):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_common_key_stop_list(index: Index) -> None:
+    matcher = Matcher(index)
+    assert matcher.max_postings >= MAX_KEY_POSTINGS
+    assert matcher.max_postings >= matcher_mod.COMMON_KEY_FACTOR * index.n_postings / 2**params.HASH_BITS - 1
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_keys_beyond_the_stop_list_give_no_hits(extra: int, references: dict[str, np.ndarray]) -> None:
+    """A key held by max_postings postings is looked up; one more and it is skipped."""
+    one = extract(references[TRACK_IDS[0]]).take(slice(0, 1))
+    builder = IndexBuilder()
+    builder.add("small", one, 1 + int(one.t[0]))
+    probe_index = builder.freeze()
+    own_keys = len(Matcher(probe_index).lookup(one))
+    assert own_keys >= 1  # the landmark finds itself
+    limit = Matcher(probe_index).max_postings
+    copies = limit + extra
+    builder = IndexBuilder()
+    builder.add("repeated", Landmarks.concat([one] * copies), 1 + int(one.t[0]))
+    hits = Matcher(builder.freeze()).lookup(one)
+    assert len(hits) == (0 if extra else copies * own_keys)
+
+
+# --- distortions and the JSON contract ----------------------------------------------------------------
+
+
+def test_plausible_distortion_accepts_broadcast_shapes() -> None:
+    top, tol = params.MAX_DISTORTION_OCT, params.DISTORTION_TOL_OCT
+    for x in np.linspace(-top, top, 13):
+        assert plausible_distortion(x, x), f"speed change {2**x:.3f}"
+        assert plausible_distortion(0.0, x), f"time-stretch {2**x:.3f}"
+        assert plausible_distortion(x, 0.0), f"pitch shift {2**x:.3f}"
+        inner = float(np.clip(x + 0.9 * tol, -top, top))
+        assert plausible_distortion(inner, x) and plausible_distortion(x, inner)
+    for factor in (0.95, 1.02, 1.05, 1.10):  # what a broadcast does, in practice
+        assert plausible_distortion(math.log2(factor), math.log2(factor))
+        assert plausible_distortion(0.0, math.log2(factor))
+
+
+def test_plausible_distortion_rejects_musical_coincidences() -> None:
+    top, tol = params.MAX_DISTORTION_OCT, params.DISTORTION_TOL_OCT
+    assert not plausible_distortion(5 / 12, 0.0)  # transposed by a fourth
+    assert not plausible_distortion(-5 / 12, 0.0)
+    assert not plausible_distortion(0.07, -0.09)  # up in pitch, down in tempo
+    assert 2.5 * tol <= top  # so that the next points lie inside the range, off all three lines
+    assert not plausible_distortion(1.5 * tol, -1.5 * tol)
+    assert not plausible_distortion(2.5 * tol, 1.2 * tol)
+    assert not plausible_distortion(-1.2 * tol, -2.5 * tol)
+    for beyond in (top + 0.01, -(top + 0.01)):
+        assert not plausible_distortion(beyond, beyond)
+        assert not plausible_distortion(0.0, beyond)
+        assert not plausible_distortion(beyond, 0.0)
+
+
+def test_match_json_has_the_contract_keys(matcher: Matcher, references: dict[str, np.ndarray]) -> None:
+    query = make_queries(references, 10.0)[1]
+    best = matcher.match(extract(query.samples, QUERY))[0]
+    line = best.as_json()
+    assert CONTRACT_KEYS <= set(line)
+    assert json.loads(json.dumps(line)) == line
+    assert isinstance(line["track"], str) and line["track"] == query.track
+    for key in CONTRACT_KEYS - {"track"}:
+        assert isinstance(line[key], float), key
+    assert 0.0 < line["score"] <= 1.0
+    assert 0.0 <= line["query_start"] < line["query_end"] <= 10.0
+    assert line["ref_end"] - line["ref_start"] == pytest.approx(
+        line["speed"] * (line["query_end"] - line["query_start"]), abs=0.01
+    )
+    assert line["ref_start"] == pytest.approx(best.ref_start, abs=5e-4)
