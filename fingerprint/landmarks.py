@@ -46,6 +46,7 @@ from fingerprint.params import (
     PEAK_WINDOW,
     SILENCE_LOG_POWER,
     MAX_TRIPLETS,
+    MONOTONE_OCT,
     TARGETS,
     ZONE_DF_OCT,
     ZONE_DT_MAX,
@@ -259,13 +260,16 @@ def _triplets(
     df_oct: float,
     targets: int,
     max_triplets: int,
+    monotone_oct: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Triplets of each anchor in [first, last) with pairs of its ``targets`` strongest zone peaks.
 
     The zone of anchor i holds the peaks j with t[j] - t[i] in [dt_min, dt_max]
     and |lf[j] - lf[i]| <= df_oct. Ties in contrast go to the earlier peak.
     Pairs are taken strongest first, (1st, 2nd), (1st, 3rd), (2nd, 3rd),
-    (1st, 4th), ..., up to ``max_triplets`` per anchor. Peaks are sorted by
+    (1st, 4th), ..., up to ``max_triplets`` per anchor, skipping monotone
+    triplets (both targets within ``monotone_oct`` of the anchor's frequency:
+    a note repeated in rhythm, which unrelated songs share). Peaks are sorted by
     (t, f); ``t_frac`` is the sub-frame offset and ``lf`` the log2 frequency.
     """
     n = t.shape[0]
@@ -301,8 +305,10 @@ def _triplets(
             for a in range(b):
                 if emitted == per_anchor:
                     break
-                emitted += 1
                 j, k = min(chosen[a], chosen[b]), max(chosen[a], chosen[b])
+                if abs(lf[j] - lf[i]) < monotone_oct and abs(lf[k] - lf[i]) < monotone_oct:
+                    continue
+                emitted += 1
                 # order the targets by sub-frame time, so that dt3 >= dt2 even
                 # when both sit in one frame (index order breaks exact ties)
                 if float(t[j] - t[k]) + (t_frac[j] - t_frac[k]) > 0.0:
@@ -468,6 +474,7 @@ class Extractor:
             ZONE_DF_OCT,
             self._density.targets,
             self._density.max_triplets,
+            MONOTONE_OCT,
         )
         self._peaks = peaks.take(slice(last, None))
         self._anchor_done = anchor_to

@@ -32,7 +32,9 @@ from fingerprint.params import (
     FASTMATH,
     FRAME_RATE,
     HASH_BITS,
-    MAX_DISTORTION_OCT,
+    MAX_PITCH_SHIFT_OCT,
+    MAX_SPEED_OCT,
+    MAX_STRETCH_OCT,
     PITCH_BASE,
     PITCH_STEP,
     PITCH_TOL_OCT,
@@ -303,10 +305,10 @@ def _align(
 
 def plausible_distortion(log2_pitch: float, log2_tempo: float) -> bool:
     """Whether (pitch, tempo) factors look like a broadcast's speed change, time-stretch or pitch shift."""
-    if max(abs(log2_pitch), abs(log2_tempo)) > MAX_DISTORTION_OCT:
-        return False
-    nearest = min(abs(log2_pitch - log2_tempo), abs(log2_pitch), abs(log2_tempo))
-    return nearest <= DISTORTION_TOL_OCT
+    speed_change = abs(log2_pitch - log2_tempo) <= DISTORTION_TOL_OCT and abs(log2_tempo) <= MAX_SPEED_OCT
+    time_stretch = abs(log2_pitch) <= DISTORTION_TOL_OCT and abs(log2_tempo) <= MAX_STRETCH_OCT
+    pitch_shift = abs(log2_tempo) <= DISTORTION_TOL_OCT and abs(log2_pitch) <= MAX_PITCH_SHIFT_OCT
+    return speed_change or time_stretch or pitch_shift
 
 
 class Matcher:

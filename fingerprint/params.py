@@ -65,6 +65,11 @@ TARGETS = 4
 # ones: the pair of the two weakest targets survives noise least and would
 # cost a sixth of the index memory.
 MAX_TRIPLETS = 5
+# Monotone triplets (both targets within this many octaves of the anchor's
+# frequency: one note repeated in rhythm) are skipped on both sides: they
+# encode only rhythm, and unrelated songs with a repeated bass note aligned on
+# them.
+MONOTONE_OCT = 1.0 / 40.0
 
 # The query side (anything matched against the index: files, live streams)
 # picks more peaks and targets than the reference side. Noise and talk-over
@@ -114,12 +119,16 @@ PITCH_BASE = 5.5
 # Matching: aligned hits must agree on the transposition within this.
 PITCH_TOL_OCT = 0.035
 # The distortions a broadcast applies, as (pitch factor a, tempo factor b):
-# a speed change (a = b: a record or a resampler running fast), a
-# time-stretch (a = 1: time compression), a pitch shift (b = 1), each up to
-# about +-13 %. A match must lie within DISTORTION_TOL_OCT (in log2) of one of
-# them. Two different songs that share intervals and rhythm align at arbitrary
-# musical transpositions (a few semitones) and tempo ratios; this removes most.
-MAX_DISTORTION_OCT = 0.18
+# a speed change (a = b: a record or a resampler running fast) up to about
+# +-13 %, a time-stretch (a = 1: time compression) up to about +-7 %, a pitch
+# shift (b = 1) up to about +-4 %. A match must lie within DISTORTION_TOL_OCT
+# (in log2) of one of them. Two different songs that share intervals and a
+# rhythm align at musical transpositions (a semitone is 5.9 %, a whole tone
+# 12 %: chords on neighbouring scale degrees) and arbitrary tempo ratios; these
+# limits reject most of them.
+MAX_SPEED_OCT = 0.18
+MAX_STRETCH_OCT = 0.10
+MAX_PITCH_SHIFT_OCT = 0.06
 DISTORTION_TOL_OCT = 0.04
 
 # Voting: speed hypotheses 2**(k * SPEED_STEP_OCT), k in [-SPEED_STEPS,

@@ -180,6 +180,7 @@ def triplet_indices(
     df_oct: float,
     targets: int,
     max_triplets: int,
+    monotone_oct: float,
 ) -> list[tuple[int, int, int]]:
     """(anchor, target 2, target 3) peak indices, in the kernel's output order.
 
@@ -187,7 +188,9 @@ def triplet_indices(
     and |lf[j] - lf[i]| <= df_oct. The ``targets`` strongest by contrast are
     chosen (ties to the earlier peak); their pairs are taken strongest first,
     (1st, 2nd), (1st, 3rd), (2nd, 3rd), (1st, 4th), ..., at most
-    ``max_triplets`` of them, each pair's targets in peak (time) order.
+    ``max_triplets`` of them, each pair's targets in peak (time) order;
+    monotone pairs (both targets within ``monotone_oct`` of the anchor) are
+    skipped and do not count.
     """
     out = []
     for i in range(first, last):
@@ -198,6 +201,11 @@ def triplet_indices(
         ]
         strongest = sorted(zone, key=lambda j: (-float(contrast[j]), j))[:targets]
         pairs = [(strongest[a], strongest[b]) for b in range(len(strongest)) for a in range(b)]
+
+        def monotone(j: int) -> bool:
+            return bool(abs(np.float32(lf[j]) - np.float32(lf[i])) < monotone_oct)
+
+        pairs = [(j, k) for j, k in pairs if not (monotone(j) and monotone(k))]
         for j, k in pairs[: max(max_triplets, 0)]:
             out.append((i, min(j, k), max(j, k)))
     return out
@@ -215,6 +223,7 @@ def triplets(
     df_oct: float,
     targets: int,
     max_triplets: int,
+    monotone_oct: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Twin of landmarks._triplets: the columns (t, lf1, dlf2, dlf3, dt2, dt3) of triplet_indices."""
     lf = np.asarray(lf, np.float32)
@@ -226,7 +235,9 @@ def triplets(
     # targets in order of sub-frame time (so dt3 >= dt2 even when both share a frame)
     rows = [
         (i, k, j) if span(k, j) > 0.0 else (i, j, k)
-        for i, j, k in triplet_indices(t, lf, contrast, first, last, dt_min, dt_max, df_oct, targets, max_triplets)
+        for i, j, k in triplet_indices(
+            t, lf, contrast, first, last, dt_min, dt_max, df_oct, targets, max_triplets, monotone_oct
+        )
     ]
 
     return (

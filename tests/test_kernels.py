@@ -317,7 +317,10 @@ def test_triplets_synthetic(name: str, density: Density) -> None:
     lf = landmarks._log2_hz(peaks)
     zone = (params.ZONE_DT_MIN, params.ZONE_DT_MAX, params.ZONE_DF_OCT)
     n = peaks.t.shape[0]
-    args = (peaks.t, peaks.t_frac, lf, peaks.contrast, 0, n, *zone, density.targets, density.max_triplets)
+    args = (
+        peaks.t, peaks.t_frac, lf, peaks.contrast, 0, n, *zone, density.targets, density.max_triplets,
+        params.MONOTONE_OCT,
+    )  # fmt: skip
     want = naive.triplets(*args)
     assert_triplets_equal(landmarks._triplets(*args), want)
     if name != "sweep":
@@ -335,12 +338,13 @@ def test_triplets_synthetic(name: str, density: Density) -> None:
     df_oct=st.sampled_from([0.25, 0.5, 1.0, params.ZONE_DF_OCT]),
     targets=st.integers(1, 6),
     max_triplets=st.integers(0, 16),
+    monotone_oct=st.sampled_from([0.0, params.MONOTONE_OCT, 0.3]),
     seed=st.integers(0, 2**32 - 1),
     data=st.data(),
 )
 def test_triplets_random(
     n: int, max_step: int, levels: int, quantised_lf: bool, dt_min: int, dt_span: int, df_oct: float,
-    targets: int, max_triplets: int, seed: int, data: st.DataObject,
+    targets: int, max_triplets: int, monotone_oct: float, seed: int, data: st.DataObject,
 ) -> None:  # fmt: skip
     rng = np.random.default_rng(seed)
     t = np.cumsum(rng.integers(0, max_step + 1, n)).astype(np.int64)
@@ -353,7 +357,7 @@ def test_triplets_random(
     t_frac = rng.choice([rng.uniform(-0.5, 0.5), 0.0, 0.5, -0.5], n).astype(np.float32)
     first = data.draw(st.integers(0, n))
     last = data.draw(st.integers(first, n))
-    args = (t, t_frac, lf, contrast, first, last, dt_min, dt_min + dt_span, df_oct, targets, max_triplets)
+    args = (t, t_frac, lf, contrast, first, last, dt_min, dt_min + dt_span, df_oct, targets, max_triplets, monotone_oct)
     assert_triplets_equal(landmarks._triplets(*args), naive.triplets(*args))
 
 
@@ -366,11 +370,23 @@ def test_triplet_pairs_are_strongest_first() -> None:
     # strongest first: peaks 2, 3, 4, 1 -> pairs (2,3), (2,4), (3,4), (2,1), (3,1), (4,1)
     expected = [(0, 2, 3), (0, 2, 4), (0, 3, 4), (0, 1, 2), (0, 1, 3), (0, 1, 4)]
     for max_triplets in range(0, 8):
-        got = landmarks._triplets(t, t_frac, lf, contrast, 0, 1, 1, 10, 1.0, 4, max_triplets)
+        got = landmarks._triplets(t, t_frac, lf, contrast, 0, 1, 1, 10, 1.0, 4, max_triplets, 0.0)
         want = expected[:max_triplets]
         assert got[4].tolist() == [float(t[j]) for _, j, _ in want]  # dt2
         assert got[5].tolist() == [float(t[k]) for _, _, k in want]  # dt3
-        assert naive.triplet_indices(t, lf, contrast, 0, 1, 1, 10, 1.0, 4, max_triplets) == want
+        assert naive.triplet_indices(t, lf, contrast, 0, 1, 1, 10, 1.0, 4, max_triplets, 0.0) == want
+
+
+def test_monotone_triplets_are_skipped_and_do_not_count() -> None:
+    """A note repeated in rhythm (targets at the anchor's pitch) forms no triplet; the next pairs take its place."""
+    t = np.array([0, 3, 4, 5, 6], np.int64)
+    lf = np.array([8.0, 8.0, 8.0, 8.5, 9.0], np.float32)  # peaks 1 and 2 repeat the anchor's note
+    contrast = np.array([9, 4, 3, 2, 1], np.float32)
+    t_frac = np.zeros(5, np.float32)
+    got = landmarks._triplets(t, t_frac, lf, contrast, 0, 1, 1, 10, 1.0, 4, 3, params.MONOTONE_OCT)
+    # strongest first: 1, 2, 3, 4 -> (1,2) is monotone and skipped; (1,3), (2,3), (1,4) follow
+    assert got[4].tolist() == [3.0, 4.0, 3.0] and got[5].tolist() == [5.0, 5.0, 6.0]
+    assert np.all((np.abs(got[2]) >= params.MONOTONE_OCT) | (np.abs(got[3]) >= params.MONOTONE_OCT))
 
 
 def test_triplet_ties_go_to_the_earlier_peak() -> None:
@@ -379,9 +395,9 @@ def test_triplet_ties_go_to_the_earlier_peak() -> None:
     lf = np.full(6, 8.0, np.float32)
     contrast = np.array([9, 1, 1, 1, 1, 1], np.float32)
     t_frac = np.zeros(6, np.float32)
-    got = landmarks._triplets(t, t_frac, lf, contrast, 0, 1, 1, 10, 1.0, 3, 3)
+    got = landmarks._triplets(t, t_frac, lf, contrast, 0, 1, 1, 10, 1.0, 3, 3, 0.0)
     expected = [(0, 1, 2), (0, 1, 3), (0, 2, 3)]
-    assert naive.triplet_indices(t, lf, contrast, 0, 1, 1, 10, 1.0, 3, 3) == expected
+    assert naive.triplet_indices(t, lf, contrast, 0, 1, 1, 10, 1.0, 3, 3, 0.0) == expected
     assert got[4].tolist() == [float(t[j]) for _, j, _ in expected]
     assert got[5].tolist() == [float(t[k]) for _, _, k in expected]
 
