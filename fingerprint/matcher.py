@@ -212,10 +212,10 @@ def _vote_bins(
     mask = size - 1
     table_key = np.full(size, -1, np.int64)
     table_count = np.zeros(size, np.int32)
+    speeds = np.exp2((np.arange(2 * steps + 1) - steps) * step)
     for k in range(n):
         for h in range(h_lo[k], h_hi[k] + 1):
-            speed = np.exp2((h - steps) * step)
-            offset = np.int64(np.floor(frame[k] - speed * rel_t[k] + 0.5))
+            offset = np.int64(np.floor(frame[k] - speeds[h] * rel_t[k] + 0.5))
             key = (np.int64(h) << 36) | (offset + (np.int64(1) << 35))
             slot = _slot(table_key, key, mask)
             table_key[slot] = key
@@ -237,6 +237,59 @@ def _vote_bins(
             out_votes[m] = votes
             m += 1
     return out_key[:m], out_votes[:m]
+
+
+@numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _group_by_track(frame: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Counting sort of hits by track: hits of track t are order[offsets[t]:offsets[t + 1]]."""
+    n = frame.shape[0]
+    n_tracks = starts.shape[0] - 1
+    track = np.searchsorted(starts, frame.astype(np.int64), side="right") - 1
+    offsets = np.zeros(n_tracks + 1, np.int64)
+    for k in range(n):
+        offsets[track[k] + 1] += 1
+    for t in range(n_tracks):
+        offsets[t + 1] += offsets[t]
+    fill = offsets[:-1].copy()
+    order = np.empty(n, np.int64)
+    for k in range(n):
+        order[fill[track[k]]] = k
+        fill[track[k]] += 1
+    return order, offsets
+
+
+@numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _track_vote_bins(
+    log2_speed: np.ndarray,
+    speed_tol: np.ndarray,
+    frame: np.ndarray,
+    rel_t: np.ndarray,
+    order: np.ndarray,
+    offsets: np.ndarray,
+    step: float,
+    steps: int,
+    min_votes: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_vote_bins`` track by track: (bin keys, votes, track) of the bins with ``min_votes`` votes.
+
+    One small table per track stays in cache where one table for all hits
+    did not, and a track with fewer hits than ``min_votes`` cannot hold a
+    bin that reaches it, so it is skipped without voting.
+    """
+    keys = np.empty(0, np.int64)
+    votes = np.empty(0, np.int32)
+    tracks = np.empty(0, np.int64)
+    for t in range(offsets.shape[0] - 1):
+        a, b = offsets[t], offsets[t + 1]
+        if b - a < min_votes:
+            continue
+        sub = order[a:b]
+        k, v = _vote_bins(log2_speed[sub], speed_tol[sub], frame[sub], rel_t[sub], step, steps, min_votes)
+        if k.shape[0]:
+            keys = np.concatenate((keys, k))
+            votes = np.concatenate((votes, v))
+            tracks = np.concatenate((tracks, np.full(k.shape[0], t, np.int64)))
+    return keys, votes, tracks
 
 
 @numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
@@ -350,22 +403,20 @@ class Matcher:
         t0 = int(query_t.min())
         rel_t = (hits.t - t0).astype(np.float64)
         frame = hits.frame.astype(np.float64)
-        keys, votes = _vote_bins(
-            hits.log2_speed, hits.speed_tol, frame, rel_t, SPEED_STEP_OCT, SPEED_STEPS, max(3, self.min_aligned // 2)
-        )
+        order, offsets = _group_by_track(hits.frame, self.index.starts)
+        keys, votes, tracks = _track_vote_bins(
+            hits.log2_speed, hits.speed_tol, frame, rel_t, order, offsets,
+            SPEED_STEP_OCT, SPEED_STEPS, max(3, self.min_aligned // 2),
+        )  # fmt: skip
         if keys.shape[0] == 0:
             return []
-        order = np.argsort(-votes, kind="stable")[:MAX_CANDIDATES]
         t_sorted = np.unique(query_t)
-        mid = float(np.median(rel_t))
         best: dict[int, Match] = {}
         refined: dict[int, list[tuple[float, float]]] = {}
-        for j in order:
+        for j in np.argsort(-votes, kind="stable")[:MAX_CANDIDATES]:
             speed = float(np.exp2(((keys[j] >> 36) - SPEED_STEPS) * SPEED_STEP_OCT))
             offset = float((keys[j] & ((1 << 36) - 1)) - (1 << 35))
-            track = self.index.track_of(int(offset + speed * mid))
-            if not 0 <= track < self.index.n_tracks:
-                continue
+            track = int(tracks[j])
             # Looped music puts the same landmarks at several offsets of one
             # track, and raw votes need not favour the true one: refine each
             # distinct offset and keep the best supported.
@@ -376,7 +427,8 @@ class Matcher:
             ):
                 continue
             done.append((offset, speed))
-            match = self._refine(hits, rel_t, frame, speed, offset, track, t0, t_sorted)
+            own = order[offsets[track] : offsets[track + 1]]
+            match = self._refine(hits.take(own), rel_t[own], frame[own], speed, offset, track, t0, t_sorted)
             if match is not None and (track not in best or match.count > best[track].count):
                 best[track] = match
         matches = sorted(best.values(), key=lambda m: (-m.count, m.track))

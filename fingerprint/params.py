@@ -139,5 +139,5 @@ DISTORTION_TOL_OCT = 0.04
 SPEED_STEP_OCT = 0.02
 SPEED_STEPS = 9
 SPEED_VOTE_OCT = 0.02
-SPAN_JITTER = 0.6
-SPEED_TOL_MAX_OCT = 0.15  # short spans say little about speed; cap their votes
+SPAN_JITTER = 0.4
+SPEED_TOL_MAX_OCT = 0.10  # short spans say little about speed; cap their votes

@@ -37,7 +37,7 @@ _SPLIT = np.exp(-2j * np.pi * np.arange(_HALF + 1) / N_FFT)
 
 @numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
 def _fft_inplace(z: np.ndarray, rev: np.ndarray, twiddle: np.ndarray) -> None:
-    """Iterative radix-2 decimation-in-time FFT of a power-of-two complex array."""
+    """Iterative radix-2 decimation-in-time FFT of a complex array whose length is a power of two, at least 4."""
     n = z.shape[0]
     for i in range(n):
         j = rev[i]
@@ -45,7 +45,18 @@ def _fft_inplace(z: np.ndarray, rev: np.ndarray, twiddle: np.ndarray) -> None:
             tmp = z[i]
             z[i] = z[j]
             z[j] = tmp
-    size = 2
+    # The first two stages need no multiplications (twiddles 1 and -i).
+    for start in range(0, n, 4):
+        a0 = z[start] + z[start + 1]
+        a1 = z[start] - z[start + 1]
+        b0 = z[start + 2] + z[start + 3]
+        b1 = z[start + 2] - z[start + 3]
+        b1 = complex(b1.imag, -b1.real)
+        z[start] = a0 + b0
+        z[start + 2] = a0 - b0
+        z[start + 1] = a1 + b1
+        z[start + 3] = a1 - b1
+    size = 8
     while size <= n:
         half = size // 2
         step = n // size
@@ -75,7 +86,7 @@ def _log_power_frames(
     n_fft = window.shape[0]
     half = n_fft // 2
     out = np.empty((n_frames, bin_hi - bin_lo), dtype=np.float32)
-    z = np.empty(half, dtype=np.complex128)
+    z = np.empty(half + 1, dtype=np.complex128)
     for t in range(n_frames):
         base = t * hop
         for i in range(half):
@@ -83,15 +94,13 @@ def _log_power_frames(
                 samples[base + 2 * i] * window[2 * i],
                 samples[base + 2 * i + 1] * window[2 * i + 1],
             )
-        _fft_inplace(z, rev, twiddle)
+        _fft_inplace(z[:half], rev, twiddle)
+        z[half] = z[0]  # z is periodic: z[half] == z[0] spares a modulo per bin
         for k in range(bin_lo, bin_hi):
-            zk = z[k % half]
-            zc = z[(half - k) % half].conjugate()
-            even = 0.5 * (zk + zc)
-            odd = -0.5j * (zk - zc)
-            x = even + split[k] * odd
-            power = x.real * x.real + x.imag * x.imag
-            out[t, k - bin_lo] = np.log(power + 1e-10)
+            zk = z[k]
+            zc = z[half - k].conjugate()
+            x = 0.5 * (zk + zc) - 0.5j * split[k] * (zk - zc)
+            out[t, k - bin_lo] = np.log(np.float32(x.real * x.real + x.imag * x.imag + 1e-10))
     return out
 
 

@@ -132,12 +132,14 @@ def build_index(paths: list[Path], quiet: bool) -> tuple[Matcher, dict[str, np.n
     return Matcher(index), originals, stats
 
 
-def _identify(matcher: Matcher, query: np.ndarray) -> tuple[list, float]:
-    """Matches of a WORK_RATE query, and the seconds taken from samples to matches (resampling excluded)."""
+def _identify(matcher: Matcher, query: np.ndarray) -> tuple[list, tuple[float, float]]:
+    """Matches of a WORK_RATE query, and the seconds spent extracting and matching (resampling excluded)."""
     samples = resample(query, WORK_RATE)
     t0 = time.perf_counter()
-    matches = matcher.match(extract(samples, QUERY))
-    return matches, time.perf_counter() - t0
+    landmarks = extract(samples, QUERY)
+    t1 = time.perf_counter()
+    matches = matcher.match(landmarks)
+    return matches, (t1 - t0, time.perf_counter() - t1)
 
 
 def run_recall(
@@ -152,7 +154,7 @@ def run_recall(
     rng = np.random.default_rng(seed)
     results: dict[tuple[str, float], tuple[int, int]] = {}
     repeats = 0
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []
     failures: list[str] = []
     names = sorted(originals)
     total = len(conds) * len(LENGTHS) * len(names) * per_track
@@ -257,7 +259,7 @@ def report(
     recall: dict[tuple[str, float], tuple[int, int]],
     fps: dict[float, tuple[int, int]],
     fp_hours: float,
-    latencies: list[float],
+    latencies: list[tuple[float, float]],
     stats: BuildStats,
     per_track: int,
     n_tracks: int,
@@ -278,7 +280,11 @@ def report(
         + " | ".join(f"{fps[length][0]}/{fps[length][1]}" for length in LENGTHS)
         + " |"
     )
-    lat = np.array(latencies) * 1000
+    lat = np.array(latencies).reshape(-1, 2) * 1000
+
+    def p50_p95(ms: np.ndarray) -> str:
+        return f"{np.percentile(ms, 50):.1f} / {np.percentile(ms, 95):.1f} ms"
+
     lines += [
         "",
         "| speed and size | value |",
@@ -286,7 +292,9 @@ def report(
         f"| extraction (one core, decoding excluded) | {stats.audio_s / stats.extract_s:,.0f} x real time |",
         f"| decoding to 8 kHz mono (one core) | {stats.audio_s / stats.decode_s:,.0f} x real time |",
         f"| index build end to end (one core) | {stats.audio_s / stats.total_s:,.0f} x real time |",
-        f"| 10 s query, samples to matches, p50 / p95 | {np.percentile(lat, 50):.1f} / {np.percentile(lat, 95):.1f} ms |",
+        f"| 10 s query: extraction p50 / p95 | {p50_p95(lat[:, 0])} |",
+        f"| 10 s query: matching (lookup, voting, refinement) p50 / p95 | {p50_p95(lat[:, 1])} |",
+        f"| 10 s query: samples to matches p50 / p95 | {p50_p95(lat.sum(axis=1))} |",
         f"| index RAM per hour of audio | {stats.index_bytes / (stats.audio_s / 3600) / 1e6:.2f} MB |",
         f"| postings per second of audio | {stats.postings / stats.audio_s:.0f} |",
     ]
@@ -315,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         fps, fp_hours, fp_examples = run_false_positives(
             matcher, noncatalogue_queries(NONCAT_QUERY_SECONDS, args.seed), args.quiet
         )
-    table = report(recall, fps, fp_hours, latencies or [float("nan")], stats, args.per_track, len(paths))
+    table = report(recall, fps, fp_hours, latencies or [(float("nan"),) * 2], stats, args.per_track, len(paths))
     print(table)
     if args.failures:
         print("\nfailed queries:\n" + "\n".join(failures + fp_examples))
