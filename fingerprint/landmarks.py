@@ -52,7 +52,7 @@ from fingerprint.params import (
     ZONE_DT_MAX,
     ZONE_DT_MIN,
 )
-from fingerprint.spectrum import log_spectrogram, n_frames_for
+from fingerprint.spectrum import check_samples, log_spectrogram, n_frames_for
 
 
 class Landmarks(NamedTuple):
@@ -327,23 +327,6 @@ def _log2_hz(peaks: Peaks) -> np.ndarray:
     return np.log2((BIN_LO + peaks.f + peaks.f_frac.astype(np.float64)) * BIN_HZ).astype(np.float32)
 
 
-def _as_samples(samples: np.ndarray) -> np.ndarray:
-    if not isinstance(samples, np.ndarray) or samples.ndim != 1:
-        raise ValueError(
-            f"expected a 1-D numpy array of mono samples, got {type(samples).__name__}"
-            f" with shape {getattr(samples, 'shape', None)}"
-        )
-    if samples.dtype != np.float32:
-        raise TypeError(
-            f"expected float32 samples at the engine rate, got {samples.dtype};"
-            " decode with fingerprint.audio or convert with .astype(np.float32)"
-        )
-    if not np.isfinite(samples).all():
-        bad = int(np.count_nonzero(~np.isfinite(samples)))
-        raise ValueError(f"{bad} of {samples.shape[0]} samples are NaN or infinite; audio must be finite")
-    return samples
-
-
 class Density(NamedTuple):
     """How many peaks (per band and window) and targets (per anchor) to take."""
 
@@ -391,7 +374,7 @@ class Extractor:
         """Add samples (float32, engine rate); return the landmarks now final."""
         if self._finished:
             raise RuntimeError("this Extractor was flushed; create a new one for a new stream")
-        samples = _as_samples(samples)
+        samples = check_samples(samples)
         if samples.shape[0] == 0:
             return Landmarks.empty()
         self._pcm = np.concatenate((self._pcm, samples))
@@ -484,13 +467,13 @@ class Extractor:
 def extract(samples: np.ndarray, density: Density = REFERENCE) -> Landmarks:
     """Landmarks of a whole mono float32 signal at the engine sample rate."""
     extractor = Extractor(density)
-    head = extractor.feed(_as_samples(samples))
+    head = extractor.feed(samples)
     return Landmarks.concat([head, extractor.flush()])
 
 
 def peaks_of(samples: np.ndarray, density: Density = REFERENCE) -> Peaks:
     """Selected spectral peaks of a whole signal (for inspection, plots and tests)."""
-    spec = log_spectrogram(_as_samples(samples))
+    spec = log_spectrogram(samples)
     t, f, contrast, t_frac, f_frac = _local_peaks(
         spec, 0, spec.shape[0], PEAK_DT, PEAK_DF, CONTRAST_DF, SILENCE_LOG_POWER
     )

@@ -111,13 +111,8 @@ def n_frames_for(n_samples: int) -> int:
     return (n_samples - N_FFT) // HOP + 1
 
 
-def log_spectrogram(samples: np.ndarray) -> np.ndarray:
-    """Log power spectrogram, shape (frames, bins), of mono float32 engine-rate audio.
-
-    Frame ``t`` covers samples ``[t*HOP, t*HOP + N_FFT)``; only complete frames
-    are returned, so a signal shorter than one frame gives zero rows. Bins are
-    the engine's analysis band ``[BIN_LO, BIN_HI)``.
-    """
+def check_samples(samples: np.ndarray) -> np.ndarray:
+    """``samples`` if they are 1-D, float32 and finite; otherwise an error saying what to do instead."""
     if not isinstance(samples, np.ndarray) or samples.ndim != 1:
         raise ValueError(
             f"expected a 1-D numpy array of mono samples, got {type(samples).__name__}"
@@ -125,9 +120,23 @@ def log_spectrogram(samples: np.ndarray) -> np.ndarray:
         )
     if samples.dtype != np.float32:
         raise TypeError(
-            f"expected float32 samples, got {samples.dtype}; convert with samples.astype(np.float32)"
+            f"expected float32 samples at the engine rate, got {samples.dtype};"
+            " decode with fingerprint.audio or convert with .astype(np.float32)"
         )
-    samples = np.ascontiguousarray(samples)
+    if not np.isfinite(samples).all():
+        bad = int(np.count_nonzero(~np.isfinite(samples)))
+        raise ValueError(f"{bad} of {samples.shape[0]} samples are NaN or infinite; audio must be finite")
+    return samples
+
+
+def log_spectrogram(samples: np.ndarray) -> np.ndarray:
+    """Log power spectrogram, shape (frames, bins), of mono float32 engine-rate audio.
+
+    Frame ``t`` covers samples ``[t*HOP, t*HOP + N_FFT)``; only complete frames
+    are returned, so a signal shorter than one frame gives zero rows. Bins are
+    the engine's analysis band ``[BIN_LO, BIN_HI)``.
+    """
+    samples = np.ascontiguousarray(check_samples(samples))
     return _log_power_frames(
         samples, n_frames_for(samples.shape[0]), _WINDOW, _REV, _TWIDDLE, _SPLIT, HOP, BIN_LO, BIN_HI
     )
