@@ -24,7 +24,7 @@ import numba
 import numpy as np
 
 from fingerprint.hashes import probe_keys
-from fingerprint.index import Index, postings_range
+from fingerprint.index import LOW_BITS, Index, postings_range
 from fingerprint.landmarks import Landmarks
 from fingerprint.params import (
     DISTORTION_TOL_OCT,
@@ -49,7 +49,7 @@ from fingerprint.params import (
 MIN_ALIGNED = 11  # aligned anchors needed to report a match
 MIN_SCORE = 0.02  # aligned fraction of the query's anchors within the matched span
 ALIGN_TOLERANCE = 1.5  # frames between a hit and the fitted line
-MAX_KEY_POSTINGS = 16  # a key with more postings than this (or COMMON_KEY_FACTOR x the mean) is ignored
+MAX_KEY_POSTINGS = 10  # a key with more postings than this (or COMMON_KEY_FACTOR x the mean) is ignored
 COMMON_KEY_FACTOR = 5
 MAX_CANDIDATES = 32  # best voting bins considered per query
 DISTINCT_OFFSET_S = 1.0  # vote bins of one track closer than this in offset
@@ -138,12 +138,26 @@ def _lookup(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """All postings of all keys: (query triplet, reference frame, log2 speed, its tolerance, transposition).
 
-    Keys with more than ``max_postings`` postings are skipped.
+    Keys with more than ``max_postings`` postings are skipped. Keys are
+    visited in order of their directory bucket (a stable counting sort), so
+    the index is read front to back instead of at random: hits come out in
+    that order.
     """
     n = keys.shape[0]
+    n_buckets = directory.shape[0] - 1
+    start = np.zeros(n_buckets + 1, np.int64)
+    for k in range(n):
+        start[(keys[k] >> LOW_BITS) + 1] += 1
+    for b in range(n_buckets):
+        start[b + 1] += start[b]
+    visit = np.empty(n, np.int64)
+    for k in range(n):
+        bucket = keys[k] >> LOW_BITS
+        visit[start[bucket]] = k
+        start[bucket] += 1
     ranges = np.empty((n, 2), np.int64)
     total = 0
-    for k in range(n):
+    for k in visit:
         lo, hi = postings_range(directory, low, keys[k])
         if hi - lo > max_postings:
             hi = lo
@@ -156,7 +170,7 @@ def _lookup(
     out_tol = np.empty(total, np.float32)
     out_p = np.empty(total, np.float32)
     m = 0
-    for k in range(n):
+    for k in visit:
         lo, hi = ranges[k, 0], ranges[k, 1]
         if lo == hi:
             continue
@@ -239,15 +253,44 @@ def _vote_bins(
     return out_key[:m], out_votes[:m]
 
 
+BLOCK_BITS = 8  # frames per entry of the frame -> track table: 2**8
+
+
+def block_tracks(starts: np.ndarray) -> np.ndarray:
+    """Track of each block of 2**BLOCK_BITS global frames, or -1 where a block spans two tracks."""
+    n_blocks = (int(starts[-1]) >> BLOCK_BITS) + 1
+    first = np.arange(n_blocks, dtype=np.int64) << BLOCK_BITS
+    last = np.minimum(first + (1 << BLOCK_BITS) - 1, max(int(starts[-1]) - 1, 0))
+    a = np.searchsorted(starts, first, side="right") - 1
+    b = np.searchsorted(starts, last, side="right") - 1
+    return np.where(a == b, a, -1).astype(np.int64)
+
+
 @numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _group_by_track(frame: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Counting sort of hits by track: hits of track t are order[offsets[t]:offsets[t + 1]]."""
+def _group_by_track(frame: np.ndarray, starts: np.ndarray, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Counting sort of hits by track: hits of track t are order[offsets[t]:offsets[t + 1]].
+
+    ``blocks`` (from ``block_tracks``) answers most hits with one read; a
+    block shared by two tracks falls back to a binary search of ``starts``.
+    """
     n = frame.shape[0]
     n_tracks = starts.shape[0] - 1
-    track = np.searchsorted(starts, frame.astype(np.int64), side="right") - 1
+    track = np.empty(n, np.int64)
     offsets = np.zeros(n_tracks + 1, np.int64)
     for k in range(n):
-        offsets[track[k] + 1] += 1
+        f = np.int64(frame[k])
+        t = blocks[f >> BLOCK_BITS]
+        if t < 0:
+            lo, hi = 0, n_tracks
+            while hi - lo > 1:
+                mid = (lo + hi) >> 1
+                if starts[mid] <= f:
+                    lo = mid
+                else:
+                    hi = mid
+            t = lo
+        track[k] = t
+        offsets[t + 1] += 1
     for t in range(n_tracks):
         offsets[t + 1] += offsets[t]
     fill = offsets[:-1].copy()
@@ -376,6 +419,7 @@ class Matcher:
         # most of the lookups and are what unrelated music aligns on.
         mean = index.n_postings / 2**HASH_BITS
         self.max_postings = int(max(MAX_KEY_POSTINGS, COMMON_KEY_FACTOR * mean))
+        self._blocks = block_tracks(np.asarray(index.starts))
 
     def lookup(self, landmarks: Landmarks, first_serial: int = 0) -> Hits:
         """Index hits of ``landmarks`` (serials numbered from ``first_serial``)."""
@@ -403,7 +447,7 @@ class Matcher:
         t0 = int(query_t.min())
         rel_t = (hits.t - t0).astype(np.float64)
         frame = hits.frame.astype(np.float64)
-        order, offsets = _group_by_track(hits.frame, self.index.starts)
+        order, offsets = _group_by_track(hits.frame, self.index.starts, self._blocks)
         keys, votes, tracks = _track_vote_bins(
             hits.log2_speed, hits.speed_tol, frame, rel_t, order, offsets,
             SPEED_STEP_OCT, SPEED_STEPS, max(3, self.min_aligned // 2),

@@ -43,7 +43,7 @@ N_BINS = BIN_HI - BIN_LO
 # frames, independent of level; the bands keep one loud or noisy region from
 # taking every peak (under broadband noise the bass often keeps the best SNR).
 PEAK_DT = 2
-CONTRAST_DF = 24
+CONTRAST_DF = 48
 PEAK_WINDOW = 15
 PEAK_BAND_EDGES_HZ = (60.0, 220.0, 560.0, 1300.0, 3700.0)
 PEAK_TOP_K = 7
@@ -76,8 +76,8 @@ MONOTONE_OCT = 1.0 / 40.0
 # add peaks that push reference peaks down the rankings; a denser query keeps
 # more of the reference's triplets among its own, at the cost of more lookups
 # per second of query, not of index memory.
-QUERY_PEAK_TOP_K = 12
-QUERY_TARGETS = 7
+QUERY_PEAK_TOP_K = 14
+QUERY_TARGETS = 8
 
 # Frames of look-ahead after which the landmarks anchored at a frame are final.
 LOOKAHEAD_FRAMES = ZONE_DT_MAX + PEAK_WINDOW + PEAK_DT + 1
@@ -100,7 +100,7 @@ HASH_R_STEP = 1.0 / 24.0
 HASH_COARSE_STEP = 0.5  # octaves
 HASH_F1_BASE = 5.5  # log2 Hz of the first anchor-frequency cell (45 Hz)
 HASH_DT3_BASE = 1.0  # log2 frames of the first span cell
-PROBE_MARGIN_COARSE = 0.32
+PROBE_MARGIN_COARSE = 0.25
 FREQ_JITTER_BINS = 0.1
 TIME_JITTER_FRAMES = 0.25
 PROBE_SIGMAS = 1.0

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fingerprint import hashes, params
+from fingerprint import hashes, index, params
 
 # --- spectrum ----------------------------------------------------------------------------------------
 
@@ -379,10 +379,12 @@ def lookup(
     (reference span, from its quarter-frame byte, at least one) / (query span);
     its tolerance SPEED_VOTE_OCT + SPAN_JITTER / (query span * ln 2), capped at
     SPEED_TOL_MAX_OCT; its transposition the query's anchor log2 frequency minus
-    the reference's, dequantised.
+    the reference's, dequantised. Keys are visited in order of their
+    directory bucket (key >> LOW_BITS), keeping their order within a bucket.
     """
     out_i, out_f, out_s, out_tol, out_p = [], [], [], [], []
-    for key, i in zip(keys, owner):
+    visit = sorted(range(len(keys)), key=lambda k: (int(keys[k]) >> index.LOW_BITS, k))
+    for key, i in ((keys[k], owner[k]) for k in visit):
         entries = table.get(int(key), [])
         if len(entries) > max_postings:
             continue

@@ -745,3 +745,30 @@ def test_kernels_follow_changed_params_despite_the_compile_cache() -> None:
     tests_dir = str(Path(__file__).resolve().parent)
     child = subprocess.run([sys.executable, "-c", code, tests_dir], capture_output=True, text=True, timeout=300)
     assert child.returncode == 0, child.stderr[-3000:]
+
+
+# --- grouping hits by track ------------------------------------------------------------------------------
+
+
+@FEW
+@given(
+    lengths=st.lists(st.integers(1, 3000), min_size=1, max_size=12),
+    n=st.integers(0, 400),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_group_by_track_is_a_stable_sort_by_track(lengths: list[int], n: int, seed: int) -> None:
+    """Twin: the track of a frame is the last start <= frame; hits keep their order within a track."""
+    starts = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, starts[-1], n).astype(np.uint32)
+    blocks = matcher.block_tracks(starts)
+    order, offsets = matcher._group_by_track(frames, starts, blocks)
+    track = np.searchsorted(starts, frames.astype(np.int64), side="right") - 1
+    np.testing.assert_array_equal(order, np.argsort(track, kind="stable"))
+    np.testing.assert_array_equal(offsets, np.concatenate(([0], np.cumsum(np.bincount(track, minlength=len(lengths))))))
+    # the block table names a track only for blocks wholly inside it
+    for b, t in enumerate(blocks):
+        first = b << matcher.BLOCK_BITS
+        last = min(first + (1 << matcher.BLOCK_BITS), int(starts[-1])) - 1
+        owners = set((np.searchsorted(starts, [first, last], side="right") - 1).tolist())
+        assert t == (owners.pop() if len(owners) == 1 else -1)
