@@ -17,7 +17,7 @@ live stream can look up each landmark once and vote over a sliding window.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numba
@@ -46,12 +46,16 @@ from fingerprint.params import (
 )
 
 # Defaults calibrated on the benchmark's non-catalogue hour (see docs/benchmarks.md).
-MIN_ALIGNED = 11  # aligned anchors needed to report a match
+MIN_ALIGNED = 10  # aligned anchors needed to report a match (per window of up to WINDOW_S)
 MIN_SCORE = 0.02  # aligned fraction of the query's anchors within the matched span
 ALIGN_TOLERANCE = 1.5  # frames between a hit and the fitted line
 MAX_KEY_POSTINGS = 10  # a key with more postings than this (or COMMON_KEY_FACTOR x the mean) is ignored
 COMMON_KEY_FACTOR = 5
 MAX_CANDIDATES = 32  # best voting bins considered per query
+WINDOW_S = 10.0  # a long query is matched in windows this long (what the threshold is calibrated for)
+WINDOW_HOP_S = 5.0  # ... every this many seconds
+LONG_QUERY_S = 15.0  # queries spanning more than this are matched in windows
+MERGE_TOLERANCE_S = 1.5  # window matches of one occurrence agree on the alignment within this
 DISTINCT_OFFSET_S = 1.0  # vote bins of one track closer than this in offset
 DISTINCT_SPEED = 0.015  # and in speed are one candidate
 MIN_FIT_SPAN_S = 3.0  # query seconds of aligned hits needed to fit the speed rather than take the hypothesis's
@@ -407,6 +411,46 @@ def plausible_distortion(log2_pitch: float, log2_tempo: float) -> bool:
     return speed_change or time_stretch or pitch_shift
 
 
+def merge_occurrences(found: list[tuple[Match, np.ndarray]], anchors: np.ndarray) -> list[Match]:
+    """One match per occurrence of a recording, from window matches and their aligned anchor frames.
+
+    Window matches of one track join when they overlap or follow each other
+    (within WINDOW_S) and agree on the alignment: the later one's reference
+    time is where the earlier one's speed puts it, within
+    MERGE_TOLERANCE_S. ``count`` is the number of distinct aligned anchors of
+    the occurrence and ``score`` their share of the query anchors it spans.
+    """
+    groups: list[tuple[Match, np.ndarray]] = []
+    for match, aligned in sorted(found, key=lambda f: (f[0].query_start, f[0].track)):
+        for g, (head, head_anchors) in enumerate(groups):
+            if head.track != match.track or match.query_start > head.query_end + WINDOW_S:
+                continue
+            expected = head.ref_start + head.speed * (match.query_start - head.query_start)
+            if abs(match.ref_start - expected) > MERGE_TOLERANCE_S:
+                continue
+            union = np.union1d(head_anchors, aligned)
+            later_end = match.query_end >= head.query_end
+            groups[g] = (
+                replace(
+                    head,
+                    count=int(union.shape[0]),
+                    query_end=match.query_end if later_end else head.query_end,
+                    ref_end=match.ref_end if later_end else head.ref_end,
+                    speed=(head.speed * head.count + match.speed * match.count) / (head.count + match.count),
+                ),
+                union,
+            )
+            break
+        else:
+            groups.append((match, aligned))
+    out = []
+    for match, aligned in groups:
+        lo, hi = match.query_start * FRAME_RATE, match.query_end * FRAME_RATE
+        in_span = int(np.searchsorted(anchors, hi, side="right") - np.searchsorted(anchors, lo, side="left"))
+        out.append(replace(match, score=match.count / max(in_span, 1)))
+    return sorted(out, key=lambda m: (m.query_start, m.track))
+
+
 class Matcher:
     """Identifies reference tracks in query landmarks; stateless apart from its settings."""
 
@@ -441,7 +485,31 @@ class Matcher:
         return Hits(which + first_serial, landmarks.t[which], frame, log2_speed, speed_tol, transposition)
 
     def vote(self, hits: Hits, query_t: np.ndarray, max_matches: int = 5) -> list[Match]:
-        """Matches supported by ``hits``; ``query_t`` are the anchor frames of all query landmarks."""
+        """Matches supported by ``hits``, best first; ``query_t`` are the anchor frames of all query landmarks.
+
+        Meant for one window of up to about WINDOW_S seconds: the decision
+        threshold is calibrated for that much audio.
+        """
+        return [match for match, _ in self._vote(hits, query_t)[:max_matches]]
+
+    def match(self, landmarks: Landmarks, max_matches: int = 5) -> list[Match]:
+        """Recordings found in one query's landmarks; [] when none is convincing.
+
+        A query spanning up to LONG_QUERY_S seconds is one window: at most
+        ``max_matches`` matches, best first. A longer one (a recorded
+        broadcast) is matched in windows of WINDOW_S seconds every
+        WINDOW_HOP_S seconds, so that every decision weighs the same amount of
+        audio, and consistent window matches are merged into one match per
+        occurrence: every occurrence is returned, in query order.
+        """
+        if len(landmarks) == 0:
+            return []
+        hits = self.lookup(landmarks)
+        if landmarks.t.max() - landmarks.t.min() <= LONG_QUERY_S * FRAME_RATE:
+            return self.vote(hits, landmarks.t, max_matches)
+        return self._match_windows(hits, np.unique(landmarks.t))
+
+    def _vote(self, hits: Hits, query_t: np.ndarray) -> list[tuple[Match, np.ndarray]]:
         if len(hits) == 0:
             return []
         t0 = int(query_t.min())
@@ -455,7 +523,7 @@ class Matcher:
         if keys.shape[0] == 0:
             return []
         t_sorted = np.unique(query_t)
-        best: dict[int, Match] = {}
+        best: dict[int, tuple[Match, np.ndarray]] = {}
         refined: dict[int, list[tuple[float, float]]] = {}
         for j in np.argsort(-votes, kind="stable")[:MAX_CANDIDATES]:
             speed = float(np.exp2(((keys[j] >> 36) - SPEED_STEPS) * SPEED_STEP_OCT))
@@ -472,17 +540,26 @@ class Matcher:
                 continue
             done.append((offset, speed))
             own = order[offsets[track] : offsets[track + 1]]
-            match = self._refine(hits.take(own), rel_t[own], frame[own], speed, offset, track, t0, t_sorted)
-            if match is not None and (track not in best or match.count > best[track].count):
-                best[track] = match
-        matches = sorted(best.values(), key=lambda m: (-m.count, m.track))
-        return matches[:max_matches]
+            found = self._refine(hits.take(own), rel_t[own], frame[own], speed, offset, track, t0, t_sorted)
+            if found is not None and (track not in best or found[0].count > best[track][0].count):
+                best[track] = found
+        return sorted(best.values(), key=lambda f: (-f[0].count, f[0].track))
 
-    def match(self, landmarks: Landmarks, max_matches: int = 5) -> list[Match]:
-        """Tracks found in one query's landmarks, best first; [] when none is convincing."""
-        if len(landmarks) == 0:
-            return []
-        return self.vote(self.lookup(landmarks), landmarks.t, max_matches)
+    def _match_windows(self, hits: Hits, anchors: np.ndarray) -> list[Match]:
+        """Windowed matching of a long query (``anchors``: its distinct anchor frames, sorted)."""
+        by_time = np.argsort(hits.t, kind="stable")
+        hit_t = hits.t[by_time]
+        width, hop = int(WINDOW_S * FRAME_RATE), int(WINDOW_HOP_S * FRAME_RATE)
+        found: list[tuple[Match, np.ndarray]] = []
+        first, last = int(anchors[0]), int(anchors[-1])
+        for start in range(first, last + 1, hop):
+            a, b = np.searchsorted(hit_t, [start, start + width])
+            qa, qb = np.searchsorted(anchors, [start, start + width])
+            if b > a:
+                found.extend(self._vote(hits.take(by_time[a:b]), anchors[qa:qb]))
+            if start + width > last:
+                break
+        return merge_occurrences(found, anchors)
 
     def _refine(
         self,
@@ -494,7 +571,8 @@ class Matcher:
         track: int,
         t0: int,
         t_sorted: np.ndarray,
-    ) -> Match | None:
+    ) -> tuple[Match, np.ndarray] | None:
+        """The match a vote bin leads to, and its aligned anchor frames; None if it is not convincing."""
         lo, hi = int(self.index.starts[track]), int(self.index.starts[track + 1])
         slope, intercept, shift, aligned = _align(
             rel_t, frame, hits.log2_speed, hits.speed_tol, hits.transposition, speed, offset, lo, hi,
@@ -502,7 +580,8 @@ class Matcher:
         )  # fmt: skip
         if not plausible_distortion(float(shift), float(np.log2(slope))):
             return None
-        count = int(np.unique(hits.t[aligned]).shape[0])
+        anchors = np.unique(hits.t[aligned])
+        count = int(anchors.shape[0])
         if count < self.min_aligned:
             return None
         q_lo = int(rel_t[aligned].min()) + t0
@@ -513,7 +592,7 @@ class Matcher:
             return None
         ref_lo = slope * (q_lo - t0) + intercept - lo
         ref_hi = slope * (q_hi - t0) + intercept - lo
-        return Match(
+        match = Match(
             track=self.index.track_ids[track],
             score=float(score),
             count=count,
@@ -523,3 +602,4 @@ class Matcher:
             ref_end=float(ref_hi) / FRAME_RATE,
             speed=float(slope),
         )
+        return match, anchors

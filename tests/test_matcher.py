@@ -364,3 +364,33 @@ def test_match_json_has_the_contract_keys(matcher: Matcher, references: dict[str
         line["speed"] * (line["query_end"] - line["query_start"]), abs=0.01
     )
     assert line["ref_start"] == pytest.approx(best.ref_start, abs=5e-4)
+
+
+# --- long queries: windows and occurrences -----------------------------------------------------------------
+
+
+def test_long_query_reports_every_occurrence_once(matcher: Matcher, references: dict[str, np.ndarray]) -> None:
+    """A recorded broadcast: A, something else, B played 3 % fast, A again. Each play once, in order."""
+    a, b = TRACK_IDS[1], TRACK_IDS[6]
+    rng = np.random.default_rng(5)
+    parts = [
+        cut(references[a], 5.0, 20.0),  # query 0-20 s = A from 5 s
+        music(15.0, OTHER_SEEDS[1]).astype(np.float64),  # 20-35 s: not in the catalogue
+        cut(references[b], 8.0, 25.0, 1.03),  # 35-60 s = B from 8 s at x1.03
+        cut(references[a], 30.0, 10.0),  # 60-70 s = A from 30 s
+        0.05 * rng.standard_normal(10 * SR),  # 70-80 s: noise
+    ]
+    found = matcher.match(extract(as_query(np.concatenate(parts)), QUERY))
+    assert [m.track for m in found] == [a, b, a], found
+    expected = [(0.0, 20.0, 5.0, 1.0), (35.0, 60.0, 8.0, 1.03), (60.0, 70.0, 30.0, 1.0)]
+    for m, (q0, q1, ref0, speed) in zip(found, expected):
+        assert abs(m.query_start - q0) < 1.0 and abs(m.query_end - q1) < 1.5, m
+        assert abs(m.ref_start - (ref0 + speed * (m.query_start - q0))) < 0.5, m
+        assert abs(m.speed - speed) < 0.01 * speed, m
+        assert m.count >= matcher.min_aligned and 0 < m.score <= 1
+
+
+def test_long_non_catalogue_query_matches_nothing(matcher: Matcher) -> None:
+    """Windows keep the evidence per decision constant: a minute of other music is not matched."""
+    other = np.concatenate([music(20.0, seed) for seed in OTHER_SEEDS[:3]])
+    assert matcher.match(extract(other, QUERY)) == []
