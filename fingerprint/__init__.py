@@ -11,7 +11,7 @@ A pure library: no Kafka, no SQL, no global state; it never imports
 """
 
 from fingerprint.audio import AudioError, decode
-from fingerprint.index import Index, IndexBuilder, IndexFormatError, load, merge, save
+from fingerprint.index import Index, IndexBuilder, IndexFormatError, Postings, load, merge, save
 from fingerprint.landmarks import Extractor, Landmarks, extract
 from fingerprint.matcher import Match, Matcher
 from fingerprint.params import SAMPLE_RATE
@@ -25,6 +25,7 @@ __all__ = [
     "Landmarks",
     "Match",
     "Matcher",
+    "Postings",
     "SAMPLE_RATE",
     "decode",
     "extract",

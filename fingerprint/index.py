@@ -135,22 +135,68 @@ def _freeze(
         raise ValueError("duplicate track ids in index")
     if starts[-1] >= 2**32:
         raise ValueError("index exceeds 2**32 frames (about 4 years of audio); split the catalogue")
-    packed = (keys.astype(np.uint64) << np.uint64(32)) | frames.astype(np.uint64)
-    order = np.argsort(packed, kind="stable")
-    packed = packed[order]
-    sorted_keys = (packed >> np.uint64(32)).astype(np.uint32)
-    directory = np.searchsorted(
-        sorted_keys >> LOW_BITS, np.arange(2**DIR_BITS + 1, dtype=np.uint32), side="left"
-    ).astype(np.uint32)
+    keys = np.ascontiguousarray(keys, np.uint32)
+    frames = np.ascontiguousarray(frames, np.uint32)
+    if frames.shape[0] > 1 and not bool(np.all(frames[1:] >= frames[:-1])):
+        by_frame = np.argsort(frames, kind="stable")
+        keys, frames = keys[by_frame], frames[by_frame]
+        spans, pitches = np.asarray(spans)[by_frame], np.asarray(pitches)[by_frame]
+    order, directory = key_order(keys)
+    sorted_keys = keys[order]
     return Index(
         directory=directory,
         low=(sorted_keys & ((1 << LOW_BITS) - 1)).astype(np.uint8),
-        frames=(packed & np.uint64(0xFFFFFFFF)).astype(np.uint32),
+        frames=frames[order],
         spans=np.asarray(spans, np.uint8)[order],
         pitches=np.asarray(pitches, np.uint8)[order],
         track_ids=track_ids,
         starts=np.asarray(starts, np.int64),
     )
+
+
+@numba.njit(nogil=True, cache=True)
+def _key_order(keys: np.ndarray, low_bits: int, dir_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    n = keys.shape[0]
+    low_mask = (1 << low_bits) - 1
+    count = np.zeros((1 << low_bits) + 1, np.int64)
+    for i in range(n):
+        count[(keys[i] & low_mask) + 1] += 1
+    for b in range(1 << low_bits):
+        count[b + 1] += count[b]
+    by_low = np.empty(n, np.int64)
+    for i in range(n):
+        b = keys[i] & low_mask
+        by_low[count[b]] = i
+        count[b] += 1
+    directory = np.zeros((1 << dir_bits) + 1, np.int64)
+    for i in range(n):
+        directory[(keys[i] >> low_bits) + 1] += 1
+    for b in range(1 << dir_bits):
+        directory[b + 1] += directory[b]
+    fill = directory[:-1].copy()
+    order = np.empty(n, np.int64)
+    for j in range(n):
+        i = by_low[j]
+        b = keys[i] >> low_bits
+        order[fill[b]] = i
+        fill[b] += 1
+    return order, directory
+
+
+def key_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stable order of ``keys`` (uint32 < 2**HASH_BITS) and the bucket directory, in O(n).
+
+    A two-pass LSD radix sort (low byte, then directory bucket): stable, so
+    postings that arrive in frame order come out sorted by (key, frame), which
+    is what lets a snapshot of millions of postings freeze in well under a
+    second where a comparison sort takes several.
+    """
+    if keys.dtype != np.uint32 or keys.ndim != 1:
+        raise TypeError(f"keys must be a 1-D uint32 array, found {keys.dtype} {keys.shape}")
+    if keys.shape[0] and int(keys.max()) >= 2**HASH_BITS:
+        raise ValueError(f"keys must be below 2**{HASH_BITS}; found {int(keys.max())}")
+    order, directory = _key_order(np.ascontiguousarray(keys), LOW_BITS, DIR_BITS)
+    return order, directory.astype(np.uint32)
 
 
 def quantise_spans(dt3: np.ndarray) -> np.ndarray:
@@ -161,6 +207,52 @@ def quantise_spans(dt3: np.ndarray) -> np.ndarray:
 def quantise_pitches(lf1: np.ndarray) -> np.ndarray:
     """Anchor log2 frequencies in PITCH_STEP octaves above PITCH_BASE, as uint8."""
     return np.clip(np.rint((np.asarray(lf1) - PITCH_BASE) / PITCH_STEP), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Postings:
+    """One track's postings, hashed and quantised: what the index stores of it.
+
+    Sorted by frame. This is the storable form of a track's fingerprint (the
+    rights database keeps exactly these arrays), independent of where the
+    track lands on an index's global frame axis.
+    """
+
+    keys: np.ndarray  # uint32 < 2**HASH_BITS
+    frames: np.ndarray  # uint32, track-local anchor frames, ascending
+    spans: np.ndarray  # uint8
+    pitches: np.ndarray  # uint8
+    n_frames: int  # length of the track in analysis frames
+
+    def __post_init__(self) -> None:
+        n = self.keys.shape[0]
+        for name, dtype in (("keys", np.uint32), ("frames", np.uint32), ("spans", np.uint8), ("pitches", np.uint8)):
+            array = getattr(self, name)
+            if array.dtype != dtype or array.ndim != 1 or array.shape[0] != n:
+                raise ValueError(f"postings.{name}: expected 1-D {np.dtype(dtype)} of length {n}, found {array.dtype} {array.shape}")
+        if self.n_frames <= 0:
+            raise ValueError(f"a track has at least one frame; found n_frames={self.n_frames}")
+        if n and (int(self.frames[-1]) >= self.n_frames or not bool(np.all(self.frames[1:] >= self.frames[:-1]))):
+            raise ValueError(f"postings.frames must ascend and stay below the track's {self.n_frames} frames")
+        if n and int(self.keys.max()) >= 2**HASH_BITS:
+            raise ValueError(f"postings.keys must be below 2**{HASH_BITS}")
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])
+
+    @classmethod
+    def of(cls, landmarks: Landmarks, n_frames: int) -> "Postings":
+        """Hash and quantise a track's landmarks."""
+        if len(landmarks) and int(landmarks.t.max()) >= n_frames:
+            raise ValueError(f"landmark beyond the track's {n_frames} frames")
+        order = np.argsort(landmarks.t, kind="stable")
+        return cls(
+            keys=hash_landmarks(landmarks)[order],
+            frames=np.asarray(landmarks.t, np.uint32)[order],
+            spans=quantise_spans(landmarks.dt3)[order],
+            pitches=quantise_pitches(landmarks.lf1)[order],
+            n_frames=int(n_frames),
+        )
 
 
 class IndexBuilder:
@@ -191,17 +283,19 @@ class IndexBuilder:
 
     def add(self, track_id: str, landmarks: Landmarks, n_frames: int) -> None:
         """Add one reference track of ``n_frames`` analysis frames."""
+        self.add_postings(track_id, Postings.of(landmarks, n_frames))
+
+    def add_postings(self, track_id: str, postings: Postings) -> None:
+        """Add one reference track already hashed (as stored in the rights database)."""
         if track_id in self._ids:
             raise ValueError(f"track {track_id!r} is already in the index")
-        if len(landmarks) and int(landmarks.t.max()) >= n_frames:
-            raise ValueError(f"landmark beyond the track's {n_frames} frames")
-        self._keys.append(hash_landmarks(landmarks))
-        self._frames.append((landmarks.t + self._total).astype(np.uint32))
-        self._spans.append(quantise_spans(landmarks.dt3))
-        self._pitches.append(quantise_pitches(landmarks.lf1))
+        self._keys.append(postings.keys)
+        self._frames.append((postings.frames.astype(np.int64) + self._total).astype(np.uint32))
+        self._spans.append(postings.spans)
+        self._pitches.append(postings.pitches)
         self._ids.append(track_id)
-        self._lengths.append(int(n_frames))
-        self._total += int(n_frames)
+        self._lengths.append(postings.n_frames)
+        self._total += postings.n_frames
 
     def freeze(self) -> Index:
         keys = np.concatenate(self._keys) if self._keys else np.empty(0, np.uint32)

@@ -13,9 +13,9 @@ import pytest
 
 from fingerprint import index as index_mod
 from fingerprint.hashes import hash_landmarks
-from fingerprint.index import Index, IndexBuilder, IndexFormatError, load, merge, postings, save
+from fingerprint.index import Index, IndexBuilder, IndexFormatError, Postings, key_order, load, merge, postings, save
 from fingerprint.landmarks import Landmarks, extract
-from fingerprint.params import N_FFT, PARAMS_VERSION, SAMPLE_RATE
+from fingerprint.params import HASH_BITS, N_FFT, PARAMS_VERSION, SAMPLE_RATE
 from fingerprint.spectrum import n_frames_for
 from fingerprint.synth import music
 
@@ -174,6 +174,49 @@ def test_extending_a_base_equals_building_at_once(tracks: dict[str, Track], full
     for tid in ("t3", "t4"):
         builder.add(tid, tracks[tid].landmarks, tracks[tid].n_frames)
     assert_same_index(builder.freeze(), full)
+
+
+@pytest.mark.parametrize("n, key_range", [(0, 10), (1, 10), (1000, 7), (5000, 2**HASH_BITS), (20000, 300)])
+def test_key_order_equals_numpy_stable_argsort(n: int, key_range: int) -> None:
+    keys = np.random.default_rng(n).integers(0, key_range, n).astype(np.uint32)
+    order, directory = key_order(keys)
+    np.testing.assert_array_equal(order, np.argsort(keys, kind="stable"))
+    expected = np.searchsorted(keys[order] >> 8, np.arange(2 ** (HASH_BITS - 8) + 1), side="left")
+    np.testing.assert_array_equal(directory, expected)
+    assert directory.dtype == np.uint32
+
+
+def test_key_order_rejects_wrong_input() -> None:
+    with pytest.raises(TypeError, match="uint32"):
+        key_order(np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match="below"):
+        key_order(np.array([2**HASH_BITS], np.uint32))
+
+
+def test_postings_round_trip_equals_adding_landmarks(tracks: dict[str, Track], full: Index) -> None:
+    builder = IndexBuilder()
+    for tid, track in tracks.items():
+        stored = Postings.of(track.landmarks, track.n_frames)
+        copy = Postings(*(np.frombuffer(getattr(stored, f).tobytes(), getattr(stored, f).dtype)
+                          for f in ("keys", "frames", "spans", "pitches")), n_frames=stored.n_frames)
+        builder.add_postings(tid, copy)
+    assert_same_index(builder.freeze(), full)
+
+
+def test_postings_validation(tracks: dict[str, Track]) -> None:
+    good = Postings.of(tracks["t1"].landmarks, tracks["t1"].n_frames)
+    assert len(good) == len(tracks["t1"].landmarks)
+    assert np.all(np.diff(good.frames.astype(np.int64)) >= 0)
+    with pytest.raises(ValueError, match="keys"):
+        Postings(good.keys.astype(np.int64), good.frames, good.spans, good.pitches, good.n_frames)
+    with pytest.raises(ValueError, match="spans"):
+        Postings(good.keys, good.frames, good.spans[:-1], good.pitches, good.n_frames)
+    with pytest.raises(ValueError, match="ascend"):
+        Postings(good.keys, good.frames[::-1].copy(), good.spans, good.pitches, good.n_frames)
+    with pytest.raises(ValueError, match="ascend"):
+        Postings(good.keys, good.frames, good.spans, good.pitches, int(good.frames[-1]))
+    with pytest.raises(ValueError, match="at least one frame"):
+        Postings(good.keys[:0], good.frames[:0], good.spans[:0], good.pitches[:0], 0)
 
 
 def test_track_of(tracks: dict[str, Track], full: Index) -> None:
