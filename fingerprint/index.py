@@ -138,7 +138,7 @@ def _freeze(
     keys = np.ascontiguousarray(keys, np.uint32)
     frames = np.ascontiguousarray(frames, np.uint32)
     if frames.shape[0] > 1 and not bool(np.all(frames[1:] >= frames[:-1])):
-        by_frame = np.argsort(frames, kind="stable")
+        by_frame = frame_order(frames)
         keys, frames = keys[by_frame], frames[by_frame]
         spans, pitches = np.asarray(spans)[by_frame], np.asarray(pitches)[by_frame]
     order, directory = key_order(keys)
@@ -155,48 +155,53 @@ def _freeze(
 
 
 @numba.njit(nogil=True, cache=True)
-def _key_order(keys: np.ndarray, low_bits: int, dir_bits: int) -> tuple[np.ndarray, np.ndarray]:
-    n = keys.shape[0]
-    low_mask = (1 << low_bits) - 1
-    count = np.zeros((1 << low_bits) + 1, np.int64)
-    for i in range(n):
-        count[(keys[i] & low_mask) + 1] += 1
-    for b in range(1 << low_bits):
-        count[b + 1] += count[b]
-    by_low = np.empty(n, np.int64)
-    for i in range(n):
-        b = keys[i] & low_mask
-        by_low[count[b]] = i
-        count[b] += 1
-    directory = np.zeros((1 << dir_bits) + 1, np.int64)
-    for i in range(n):
-        directory[(keys[i] >> low_bits) + 1] += 1
-    for b in range(1 << dir_bits):
-        directory[b + 1] += directory[b]
-    fill = directory[:-1].copy()
-    order = np.empty(n, np.int64)
+def _digit_pass(values: np.ndarray, order: np.ndarray, shift: int, bits: int) -> np.ndarray:
+    """One stable counting-sort pass of ``order`` by the digit ``(values >> shift) & (2**bits - 1)``."""
+    n = order.shape[0]
+    mask = (1 << bits) - 1
+    count = np.zeros((1 << bits) + 1, np.int64)
     for j in range(n):
-        i = by_low[j]
-        b = keys[i] >> low_bits
-        order[fill[b]] = i
-        fill[b] += 1
-    return order, directory
+        count[((values[order[j]] >> shift) & mask) + 1] += 1
+    for b in range(1 << bits):
+        count[b + 1] += count[b]
+    out = np.empty(n, np.int64)
+    for j in range(n):
+        i = order[j]
+        b = (values[i] >> shift) & mask
+        out[count[b]] = i
+        count[b] += 1
+    return out
+
+
+def _check_u32(name: str, values: np.ndarray) -> np.ndarray:
+    if values.dtype != np.uint32 or values.ndim != 1:
+        raise TypeError(f"{name} must be a 1-D uint32 array, found {values.dtype} {values.shape}")
+    return np.ascontiguousarray(values)
 
 
 def key_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Stable order of ``keys`` (uint32 < 2**HASH_BITS) and the bucket directory, in O(n).
 
     A two-pass LSD radix sort (low byte, then directory bucket): stable, so
-    postings that arrive in frame order come out sorted by (key, frame), which
-    is what lets a snapshot of millions of postings freeze in well under a
-    second where a comparison sort takes several.
+    postings that arrive in frame order come out sorted by (key, frame). It
+    lets a snapshot of millions of postings freeze in a fraction of the time
+    of a comparison sort.
     """
-    if keys.dtype != np.uint32 or keys.ndim != 1:
-        raise TypeError(f"keys must be a 1-D uint32 array, found {keys.dtype} {keys.shape}")
+    keys = _check_u32("keys", keys)
     if keys.shape[0] and int(keys.max()) >= 2**HASH_BITS:
         raise ValueError(f"keys must be below 2**{HASH_BITS}; found {int(keys.max())}")
-    order, directory = _key_order(np.ascontiguousarray(keys), LOW_BITS, DIR_BITS)
-    return order, directory.astype(np.uint32)
+    order = _digit_pass(keys, np.arange(keys.shape[0], dtype=np.int64), 0, LOW_BITS)
+    order = _digit_pass(keys, order, LOW_BITS, DIR_BITS)
+    counts = np.bincount(keys >> LOW_BITS, minlength=2**DIR_BITS)
+    directory = np.concatenate(([0], np.cumsum(counts))).astype(np.uint32)
+    return order, directory
+
+
+def frame_order(frames: np.ndarray) -> np.ndarray:
+    """Stable order of uint32 ``frames`` in O(n): two 16-bit radix passes."""
+    frames = _check_u32("frames", frames)
+    order = _digit_pass(frames, np.arange(frames.shape[0], dtype=np.int64), 0, 16)
+    return _digit_pass(frames, order, 16, 16)
 
 
 def quantise_spans(dt3: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import pytest
 
 from fingerprint import index as index_mod
 from fingerprint.hashes import hash_landmarks
-from fingerprint.index import Index, IndexBuilder, IndexFormatError, Postings, key_order, load, merge, postings, save
+from fingerprint.index import Index, IndexBuilder, IndexFormatError, Postings, frame_order, key_order, load, merge, postings, save
 from fingerprint.landmarks import Landmarks, extract
 from fingerprint.params import HASH_BITS, N_FFT, PARAMS_VERSION, SAMPLE_RATE
 from fingerprint.spectrum import n_frames_for
@@ -186,7 +186,15 @@ def test_key_order_equals_numpy_stable_argsort(n: int, key_range: int) -> None:
     assert directory.dtype == np.uint32
 
 
+@pytest.mark.parametrize("n, frame_range", [(0, 10), (1, 10), (3000, 5), (20000, 2**32)])
+def test_frame_order_equals_numpy_stable_argsort(n: int, frame_range: int) -> None:
+    frames = np.random.default_rng(n).integers(0, frame_range, n, dtype=np.uint64).astype(np.uint32)
+    np.testing.assert_array_equal(frame_order(frames), np.argsort(frames, kind="stable"))
+
+
 def test_key_order_rejects_wrong_input() -> None:
+    with pytest.raises(TypeError, match="uint32"):
+        frame_order(np.zeros(3, np.float32))
     with pytest.raises(TypeError, match="uint32"):
         key_order(np.zeros(3, np.int64))
     with pytest.raises(ValueError, match="below"):
