@@ -3,29 +3,182 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 
+import psycopg
 
-def _cmd_demo(args: argparse.Namespace) -> int:
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _cmd_demo(args: argparse.Namespace, settings: object) -> int:
     from monitor import demo
 
     return demo.run(args.workdir)
 
 
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from e
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {n}")
+    return n
+
+
+def _add_rights_commands(sub: argparse._SubParsersAction) -> None:
+    from monitor.rights import commands as c
+
+    jobs = max(1, os.cpu_count() or 1)
+
+    db = sub.add_parser("db", help="the rights database: local server, migrations, status").add_subparsers(
+        dest="action", required=True
+    )
+    db.add_parser("up", help="start the local PostgreSQL (if CASTWATCH_DATABASE_URL is unset); print its URL").set_defaults(run=c.cmd_db_up)
+    db.add_parser("down", help="stop the local PostgreSQL").set_defaults(run=c.cmd_db_down)
+    db.add_parser("url", help="print the database URL castwatch uses").set_defaults(run=c.cmd_db_url)
+    db.add_parser("migrate", help="apply the schema migrations that are missing").set_defaults(run=c.cmd_db_migrate)
+    status = db.add_parser("status", help="schema version and catalogue size")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=c.cmd_db_status)
+
+    cat = sub.add_parser("catalog", help="reference recordings: add, list, show, remove").add_subparsers(
+        dest="action", required=True
+    )
+    add = cat.add_parser("add", help="fingerprint audio files into the catalogue")
+    add.add_argument("sources", metavar="FILE_OR_DIR", nargs="*", help="audio files, or directories to scan")
+    add.add_argument("--holder", action="append", help="rights-holder (repeat for co-owners; created if new)")
+    add.add_argument("--share", type=float, default=100.0, help="each --holder's share in percent (default 100)")
+    add.add_argument("--territory", default="WW", help="where the ownership holds: ISO code or WW (default)")
+    add.add_argument("--title", help="title (one file only; default: the file name)")
+    add.add_argument("--artist", help="artist (one file only)")
+    add.add_argument("--isrc", help="ISRC (one file only)")
+    add.add_argument("--manifest", help="CSV: path,title,artist,isrc,holder,share,territory")
+    add.add_argument("--jobs", "-j", type=_positive_int, default=jobs, help=f"extraction processes (default {jobs})")
+    add.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    add.add_argument("--json", action="store_true", help="print each added track's id as JSON")
+    add.set_defaults(run=c.cmd_catalog_add)
+    ls = cat.add_parser("ls", help="list the catalogue")
+    ls.add_argument("--holder", help="only this rights-holder's recordings")
+    ls.add_argument("--removed", action="store_true", help="include removed recordings")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(run=c.cmd_catalog_ls)
+    show = cat.add_parser("show", help="one recording in full")
+    show.add_argument("track_id", metavar="ID", type=int)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(run=c.cmd_catalog_show)
+    rm = cat.add_parser("rm", help="stop matching recordings (their rows stay for reports)")
+    rm.add_argument("track_ids", metavar="ID", type=int, nargs="+")
+    rm.set_defaults(run=c.cmd_catalog_rm)
+
+    holders = sub.add_parser("holders", help="rights-holders").add_subparsers(dest="action", required=True)
+    h_add = holders.add_parser("add", help="register a rights-holder (prints its id)")
+    h_add.add_argument("name")
+    h_add.set_defaults(run=c.cmd_holders_add)
+    h_ls = holders.add_parser("ls", help="list rights-holders")
+    h_ls.add_argument("--json", action="store_true")
+    h_ls.set_defaults(run=c.cmd_holders_ls)
+
+    streams = sub.add_parser("streams", help="monitored stations and streams").add_subparsers(dest="action", required=True)
+    s_add = streams.add_parser("add", help="register a stream")
+    s_add.add_argument("stream_id", metavar="ID", help="the stream id (the Kafka key of its audio chunks)")
+    s_add.add_argument("--licensee", required=True, help="who broadcasts it (the party licences are granted to)")
+    s_add.add_argument("--territory", required=True, help="ISO 3166-1 alpha-2 code where it broadcasts")
+    s_add.add_argument("--name", help="display name")
+    s_add.add_argument("--timezone", default="UTC", help="the station's IANA time zone (default UTC)")
+    s_add.add_argument("--url", help="source URL for `castwatch ingest`")
+    s_add.add_argument("--replace", action="store_true", help="update the stream if it exists")
+    s_add.set_defaults(run=c.cmd_streams_add)
+    s_imp = streams.add_parser("import", help="register streams from a CSV: id,name,licensee,territory,timezone,source_url")
+    s_imp.add_argument("csv")
+    s_imp.add_argument("--replace", action="store_true", help="update streams that exist")
+    s_imp.set_defaults(run=c.cmd_streams_import)
+    s_ls = streams.add_parser("ls", help="list streams")
+    s_ls.add_argument("--json", action="store_true")
+    s_ls.set_defaults(run=c.cmd_streams_ls)
+    s_rm = streams.add_parser("rm", help="remove a stream without detections")
+    s_rm.add_argument("stream_id", metavar="ID")
+    s_rm.set_defaults(run=c.cmd_streams_rm)
+
+    lic = sub.add_parser("licences", help="broadcast licences").add_subparsers(dest="action", required=True)
+    l_add = lic.add_parser("add", help="grant a licence (blanket with --holder alone, per-track with --track)")
+    l_add.add_argument("--licensee", required=True)
+    l_add.add_argument("--holder", help="the licensing rights-holder (blanket: all their recordings)")
+    l_add.add_argument("--track", type=int, help="one recording (per-track licence)")
+    l_add.add_argument("--territory", action="append", required=True, help="ISO code or WW; repeat for several")
+    l_add.add_argument("--from", dest="valid_from", required=True, help="start, ISO date or date-time")
+    l_add.add_argument("--until", dest="valid_until", help="end (exclusive); open-ended if omitted")
+    l_add.add_argument("--note")
+    l_add.set_defaults(run=c.cmd_licences_add)
+    l_imp = lic.add_parser(
+        "import", help="grant licences from a CSV: licensee,kind,holder,track,territories,valid_from,valid_until,note"
+    )
+    l_imp.add_argument("csv")
+    l_imp.set_defaults(run=c.cmd_licences_import)
+    l_ls = lic.add_parser("ls", help="list licences")
+    l_ls.add_argument("--licensee")
+    l_ls.add_argument("--json", action="store_true")
+    l_ls.set_defaults(run=c.cmd_licences_ls)
+    l_rv = lic.add_parser("revoke", help="revoke a licence (plays before the revocation stay licensed)")
+    l_rv.add_argument("licence_id", metavar="ID", type=int)
+    l_rv.add_argument("--at", help="revocation time (default now)")
+    l_rv.set_defaults(run=c.cmd_licences_revoke)
+
+    ident = sub.add_parser("identify", help="identify audio files against the catalogue")
+    ident.add_argument("sources", metavar="FILE", nargs="+", help="audio files or URLs")
+    ident.add_argument("--stream", help="say whether this stream was licensed for each match")
+    ident.add_argument("--at", help="broadcast time for the licence check (default now)")
+    ident.add_argument("--json", action="store_true", help="one JSON object per file and line")
+    ident.set_defaults(run=c.cmd_identify)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="castwatch", description="Broadcast copyright monitoring.")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log what happens behind the scenes")
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="index synthesised recordings and identify a degraded broadcast excerpt")
     p_demo.add_argument("--workdir", type=Path, help="where to write the demo files (default: a new temp dir)")
     p_demo.set_defaults(run=_cmd_demo)
+    _add_rights_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fingerprint.index import IndexFormatError
+    from monitor.rights.catalog import CatalogError
+    from monitor.rights.db import DatabaseError
+    from monitor.rights.licences import LicenceError
+    from monitor.rights.localdb import LocalDatabaseError
+    from monitor.rights.migrations import SchemaError
+    from monitor.settings import Settings, SettingsError
+
     args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
-        return int(args.run(args))
+        settings = Settings.from_env()
+        return int(args.run(args, settings))
+    except (
+        SettingsError,
+        LocalDatabaseError,
+        DatabaseError,
+        SchemaError,
+        CatalogError,
+        LicenceError,
+        IndexFormatError,
+    ) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except psycopg.OperationalError as e:
+        print(f"error: lost the database connection: {str(e).strip()} (nothing half-written was kept; re-run)", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return 0

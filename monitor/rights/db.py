@@ -1,0 +1,111 @@
+"""Connections to the rights database: which URL, retries with backoff, clear errors."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import psycopg
+
+from monitor.rights import migrations
+from monitor.rights.localdb import LocalServer, find_bindir
+from monitor.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_S = 10
+
+
+class DatabaseError(RuntimeError):
+    """The rights database cannot be reached or used; the message says what to do."""
+
+
+def local_server(settings: Settings, durable: bool = True) -> LocalServer:
+    return LocalServer(settings.pgdata, settings.pgport, find_bindir(settings.pg_bindir), durable)
+
+
+def database_url(settings: Settings, start_local: bool = True) -> str:
+    """The configured URL, or the local server's (started and migrated if need be)."""
+    if settings.database_url:
+        return settings.database_url
+    server = local_server(settings)
+    if not start_local:
+        return server.url
+    if not server.running():
+        log.info("starting the local PostgreSQL in %s on port %d", server.datadir, server.port)
+    url = server.start()
+    with connect(url) as conn:
+        migrations.migrate(conn)
+    return url
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparsable URL>"
+    host = info.get("host", "localhost")
+    return f"{info.get('user', '')}@{host}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+def connect(
+    url: str, autocommit: bool = False, attempts: int = 1, backoff_s: float = 0.5, purpose: str = "castwatch"
+) -> psycopg.Connection:
+    """Open a connection, retrying ``attempts`` times with exponential backoff.
+
+    ``purpose`` becomes the session's application_name, so that operators see
+    in pg_stat_activity which castwatch part holds which connection.
+    """
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as e:
+        raise DatabaseError(f"CASTWATCH_DATABASE_URL is not a valid PostgreSQL URL: {e}") from e
+    delay = backoff_s
+    for attempt in range(1, attempts + 1):
+        try:
+            return psycopg.connect(
+                url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S, application_name=purpose
+            )
+        except psycopg.OperationalError as e:
+            if attempt == attempts:
+                raise DatabaseError(
+                    f"cannot connect to PostgreSQL at {_redact(url)}: {str(e).strip()}"
+                    " (check CASTWATCH_DATABASE_URL, or unset it to use the local server of `castwatch db up`)"
+                ) from e
+            log.warning("PostgreSQL at %s unreachable (attempt %d of %d): %s", _redact(url), attempt, attempts, e)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+    raise AssertionError("unreachable")
+
+
+def open_checked(url: str, autocommit: bool = False) -> psycopg.Connection:
+    """A connection to a database whose schema is exactly this code's version."""
+    conn = connect(url, autocommit=autocommit)
+    try:
+        migrations.check(conn)
+        if not autocommit:
+            conn.commit()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def with_retries(what: str, action: Callable[[], T], attempts: int = 8, backoff_s: float = 0.5) -> T:
+    """Run ``action`` again after a lost connection, with backoff; report each failure."""
+    delay = backoff_s
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except (psycopg.OperationalError, DatabaseError) as e:
+            if attempt == attempts:
+                raise DatabaseError(f"{what}: giving up after {attempts} attempts: {e}") from e
+            log.warning("%s failed (attempt %d of %d), retrying in %.1f s: %s", what, attempt, attempts, delay, e)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+    raise AssertionError("unreachable")

@@ -1,0 +1,52 @@
+"""Shared fixtures: a real PostgreSQL for the tests that need one (see tests/pg.py), synthesised recordings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import soundfile as sf
+
+from fingerprint.params import SAMPLE_RATE
+from fingerprint.synth import music
+
+from pg import ScratchServer, session_server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[ScratchServer]:
+    yield from session_server()
+
+
+@pytest.fixture
+def db_url(pg_server: ScratchServer) -> Iterator[str]:
+    """URL of a fresh, migrated database for this test alone."""
+    url = pg_server.fresh_database()
+    yield url
+    pg_server.drop_database(url)
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(db_url) as connection:
+        yield connection
+
+
+def write_tracks(folder: Path, seeds: range, seconds: float = 30.0) -> list[Path]:
+    """Synthesised recordings as 8 kHz WAV files, one per seed (distinct content)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in seeds:
+        path = folder / f"track-{seed:03d}.wav"
+        if not path.exists():
+            sf.write(path, music(seconds, seed), SAMPLE_RATE)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def recordings(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Six 30 s synthesised recordings (shared; do not modify)."""
+    return write_tracks(tmp_path_factory.mktemp("recordings"), range(1, 7))
