@@ -135,6 +135,41 @@ def test_failure_while_writing_a_batch_rolls_the_whole_batch_back(
         assert counts(fresh) == (2, 2, 2)
 
 
+def test_lost_connection_is_retried_on_a_new_one(
+    conn: psycopg.Connection, db_url: str, recordings: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog, "BATCH_TRACKS", 2)
+    monkeypatch.setattr(catalog, "RETRY_BACKOFF_S", 0.01)
+    real = catalog._write_batch
+    batches = 0
+
+    def killed_then_lost_ack(c: psycopg.Connection, batch: list) -> list[int]:
+        nonlocal batches
+        batches += 1
+        if batches == 2:  # the connection dies mid-batch: nothing of it was written
+            c.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        ids = real(c, batch)
+        if batches == 4:  # committed, but the acknowledgement is lost
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return ids
+
+    monkeypatch.setattr(catalog, "_write_batch", killed_then_lost_ack)
+    opened: list[psycopg.Connection] = []
+
+    def reconnect() -> psycopg.Connection:
+        opened.append(psycopg.connect(db_url))
+        return opened[-1]
+
+    report = catalog.add(conn, recordings, {}, ACME, reconnect=reconnect)
+    assert [p for p, _ in report.added] == recordings and not report.failed
+    assert len(opened) == 2
+    assert counts(opened[-1]) == (6, 6, 6)  # each track exactly once
+    ids = [i for _, i in report.added]
+    assert sorted(ids) == sorted(set(ids))
+    for c in opened:
+        c.close()
+
+
 def test_removed_track_leaves_matching_keeps_its_row_and_can_come_back(
     conn: psycopg.Connection, recordings: list[Path]
 ) -> None:

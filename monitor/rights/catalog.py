@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import multiprocessing
 import re
 import time
@@ -27,8 +28,13 @@ from fingerprint.landmarks import extract
 from fingerprint.params import PARAMS_VERSION, SAMPLE_RATE
 from fingerprint.spectrum import n_frames_for
 
+log = logging.getLogger(__name__)
+
 BATCH_TRACKS = 64
 BATCH_SECONDS = 5.0
+WRITE_ATTEMPTS = 6
+RETRY_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 30.0
 WORLDWIDE = "WW"
 
 _ISRC = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")
@@ -258,6 +264,22 @@ def _write_batch(conn: psycopg.Connection, batch: list[tuple[_Pending, Fingerpri
     return ids
 
 
+def _split_written(
+    conn: psycopg.Connection, batch: list[tuple[_Pending, Fingerprinted]]
+) -> tuple[list[tuple[_Pending, Fingerprinted, int]], list[tuple[_Pending, Fingerprinted]]]:
+    """(already in the catalogue with fingerprints, still to write) of a batch being retried."""
+    rows = conn.execute(
+        "SELECT t.content_sha256, t.id FROM tracks t JOIN fingerprints f ON f.track_id = t.id"
+        " WHERE t.content_sha256 = ANY(%s) AND t.removed_at IS NULL",
+        ([item.sha256 for item, _ in batch],),
+    ).fetchall()
+    conn.commit()
+    present = {bytes(sha): int(track_id) for sha, track_id in rows}
+    done = [(item, result, present[item.sha256]) for item, result in batch if item.sha256 in present]
+    todo = [(item, result) for item, result in batch if item.sha256 not in present]
+    return done, todo
+
+
 def add(
     conn: psycopg.Connection,
     files: list[Path],
@@ -265,12 +287,16 @@ def add(
     default: TrackMeta,
     jobs: int = 1,
     on_file: Callable[[Path, str, float], None] | None = None,
+    reconnect: Callable[[], psycopg.Connection] | None = None,
 ) -> IngestReport:
     """Ingest ``files``: fingerprint new ones in ``jobs`` processes, write them in batches.
 
     ``metas`` (keyed by resolved path) overrides ``default`` per file. ``on_file``
     is told each file's outcome ("added", "restored", "already", "failed: ...")
-    and its audio seconds, for progress display.
+    and its audio seconds, for progress display. With ``reconnect``, a batch
+    whose connection is lost is written again on a new connection (with
+    backoff, WRITE_ATTEMPTS times, each failure logged); without it the error
+    propagates, having written nothing of that batch.
     """
     report = IngestReport()
     started = time.perf_counter()
@@ -317,9 +343,28 @@ def add(
     last_write = time.perf_counter()
 
     def flush() -> None:
-        nonlocal last_write
-        ids = _write_batch(conn, batch)
-        for (item, result), track_id in zip(batch, ids):
+        nonlocal last_write, conn
+        attempt, delay = 1, RETRY_BACKOFF_S
+        written: list[tuple[_Pending, Fingerprinted, int]] = []
+        pending = list(batch)
+        while True:
+            try:
+                if attempt > 1:  # the lost commit may have gone through: do not write twice
+                    done, pending = _split_written(conn, pending)
+                    written += done
+                ids = _write_batch(conn, pending)
+                written += [(item, result, track_id) for (item, result), track_id in zip(pending, ids)]
+                break
+            except psycopg.OperationalError as e:
+                if reconnect is None or attempt == WRITE_ATTEMPTS:
+                    raise
+                log.warning("writing to the catalogue failed (attempt %d of %d), retrying in %.1f s: %s",
+                            attempt, WRITE_ATTEMPTS, delay, str(e).strip())  # fmt: skip
+                time.sleep(delay)
+                conn.close()
+                conn = reconnect()
+                attempt, delay = attempt + 1, min(delay * 2, MAX_BACKOFF_S)
+        for item, result, track_id in written:
             (report.restored if item.restore_id is not None else report.added).append((item.path, track_id))
             report.audio_seconds += result.seconds
             notify(item.path, "restored" if item.restore_id is not None else "added", result.seconds)

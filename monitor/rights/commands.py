@@ -26,11 +26,12 @@ from monitor.settings import Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+RECONNECT_ATTEMPTS = 8  # with exponential backoff: rides out about a minute without the database
 
 
 @contextmanager
-def _db(settings: Settings) -> Iterator[psycopg.Connection]:
-    conn = open_checked(database_url(settings))
+def _db(settings: Settings, url: str | None = None) -> Iterator[psycopg.Connection]:
+    conn = open_checked(url or database_url(settings))
     try:
         yield conn
     finally:
@@ -130,7 +131,14 @@ def cmd_catalog_add(args: argparse.Namespace, settings: Settings) -> int:
         raise catalog.CatalogError(
             f"{missing[0]}: no rights-holder given (use --holder NAME, or a holder column in the manifest)"
         )
-    with _db(settings) as conn:
+    url = database_url(settings)
+    spare: list[psycopg.Connection] = []
+
+    def reconnect() -> psycopg.Connection:
+        spare.append(open_checked(url, attempts=RECONNECT_ATTEMPTS))
+        return spare[-1]
+
+    with _db(settings, url) as conn:
         started = time.perf_counter()
         with tqdm(
             total=len(files), unit="file", disable=args.quiet or None, file=sys.stderr, dynamic_ncols=True
@@ -147,7 +155,11 @@ def cmd_catalog_add(args: argparse.Namespace, settings: Settings) -> int:
                     bar.write(f"{path}: {outcome}, skipped", file=sys.stderr)
                 bar.set_postfix_str(f"{seconds / max(time.perf_counter() - started, 1e-9):.0f}x realtime")
 
-            report = catalog.add(conn, files, metas, default, jobs=args.jobs, on_file=on_file)
+            try:
+                report = catalog.add(conn, files, metas, default, jobs=args.jobs, on_file=on_file, reconnect=reconnect)
+            finally:
+                for extra in spare:
+                    extra.close()
     if not args.quiet:
         print(
             f"{len(report.added)} added, {len(report.restored)} restored, {len(report.already)} already in the"

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import TypeVar
-
 import psycopg
 
 from monitor.rights import migrations
@@ -14,8 +11,6 @@ from monitor.rights.localdb import LocalServer, find_bindir
 from monitor.settings import Settings
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 10
 
@@ -83,9 +78,9 @@ def connect(
     raise AssertionError("unreachable")
 
 
-def open_checked(url: str, autocommit: bool = False) -> psycopg.Connection:
+def open_checked(url: str, autocommit: bool = False, attempts: int = 1) -> psycopg.Connection:
     """A connection to a database whose schema is exactly this code's version."""
-    conn = connect(url, autocommit=autocommit)
+    conn = connect(url, autocommit=autocommit, attempts=attempts)
     try:
         migrations.check(conn)
         if not autocommit:
@@ -94,18 +89,3 @@ def open_checked(url: str, autocommit: bool = False) -> psycopg.Connection:
         conn.close()
         raise
     return conn
-
-
-def with_retries(what: str, action: Callable[[], T], attempts: int = 8, backoff_s: float = 0.5) -> T:
-    """Run ``action`` again after a lost connection, with backoff; report each failure."""
-    delay = backoff_s
-    for attempt in range(1, attempts + 1):
-        try:
-            return action()
-        except (psycopg.OperationalError, DatabaseError) as e:
-            if attempt == attempts:
-                raise DatabaseError(f"{what}: giving up after {attempts} attempts: {e}") from e
-            log.warning("%s failed (attempt %d of %d), retrying in %.1f s: %s", what, attempt, attempts, delay, e)
-            time.sleep(delay)
-            delay = min(delay * 2, 30.0)
-    raise AssertionError("unreachable")
