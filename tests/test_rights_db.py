@@ -167,3 +167,66 @@ def test_local_server_refuses_a_foreign_directory(tmp_path: Path) -> None:
 def test_missing_binaries_say_what_to_install(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="install Debian's postgresql"):
         find_bindir(tmp_path)
+
+
+ROLES_SQL = Path(__file__).resolve().parent.parent / "deploy" / "postgres" / "roles.sql"
+
+
+def login_as(db_url: str, group: str) -> str:
+    """A login role in ``group`` (roles are cluster-wide: unique name per test database)."""
+    dbname = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    name = f"{group}_{dbname}"
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute(ROLES_SQL.read_text())
+        admin.execute(ROLES_SQL.read_text())  # re-running is safe
+        admin.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+            psycopg.sql.Identifier(name), psycopg.sql.Identifier(group)))  # fmt: skip
+    return psycopg.conninfo.make_conninfo(db_url, user=name)
+
+
+def test_worker_role_reads_the_catalogue_and_writes_detections_only(db_url: str, recordings: list[Path]) -> None:
+    from monitor.rights import catalog
+    from monitor.rights.catalog import Owner, TrackMeta
+    from monitor.rights.licences import load_book
+    from monitor.rights.snapshot import load_snapshot
+
+    with psycopg.connect(db_url) as admin:
+        catalog.add(admin, recordings[:1], {}, TrackMeta(owners=(Owner("Acme"),)))
+        admin.execute("INSERT INTO streams (id, name, licensee, territory) VALUES ('s1', 'S', 'L', 'FR')")
+        admin.commit()
+    worker_url = login_as(db_url, "castwatch_worker")
+    with psycopg.connect(worker_url) as worker:
+        migrations.check(worker)
+        worker.commit()
+        assert load_snapshot(worker).index.n_tracks == 1
+        assert "s1" in load_book(worker).streams
+        worker.execute(
+            """INSERT INTO detections (event_id, stream_id, track_id, started_at, ref_start_s, score, speed, licensed, state)
+               VALUES (gen_random_uuid(), 's1', 1, now(), 0, 0.5, 1.0, false, 'started')"""
+        )
+        worker.execute("INSERT INTO infringements (detection_id) SELECT event_id FROM detections")
+        worker.execute("UPDATE detections SET state = 'ended', ended_at = now()")
+        worker.commit()
+        for forbidden in (
+            "INSERT INTO holders (name) VALUES ('Mallory')",
+            "UPDATE licences SET revoked_at = NULL",
+            "DELETE FROM fingerprints",
+            "DELETE FROM detections",
+            "UPDATE tracks SET title = 'x'",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                worker.execute(forbidden)
+            worker.rollback()
+
+
+def test_curator_role_manages_the_catalogue(db_url: str, recordings: list[Path]) -> None:
+    from monitor.rights import catalog
+    from monitor.rights.catalog import Owner, TrackMeta
+
+    curator_url = login_as(db_url, "castwatch_curator")
+    with psycopg.connect(curator_url) as curator:
+        report = catalog.add(curator, recordings[:1], {}, TrackMeta(owners=(Owner("Acme"),)))
+        assert len(report.added) == 1
+        catalog.remove(curator, report.added[0][1])
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            curator.execute("DELETE FROM detections")

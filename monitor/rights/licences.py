@@ -123,7 +123,9 @@ class LicenceBook:
 
 
 def load_book(conn: psycopg.Connection) -> LicenceBook:
-    """Read streams, holders, ownership and licences in one consistent snapshot."""
+    """Read streams, holders, ownership and licences in one consistent snapshot (needs an idle connection)."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise psycopg.ProgrammingError("loading licences needs an idle connection: commit or roll back first")
     book = LicenceBook()
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")

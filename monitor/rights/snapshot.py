@@ -60,32 +60,29 @@ def _copy_fingerprints(conn: psycopg.Connection, builder: IndexBuilder, track_id
             builder.add_postings(str(track_id), load_postings(keys, frames, spans, pitches, n_frames))
 
 
+def _require_idle(conn: psycopg.Connection) -> None:
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise psycopg.ProgrammingError("a snapshot needs an idle connection: commit or roll back first")
+
+
 def load_snapshot(conn: psycopg.Connection) -> Snapshot:
-    """The whole catalogue's index, consistent with one catalogue generation."""
-    was_autocommit = conn.autocommit
-    conn.autocommit = False
-    try:
-        with conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            row = conn.execute(
-                "SELECT generation, (SELECT count(*) FROM fingerprints WHERE params_version <> %s)"
-                " FROM catalogue_state",
-                (PARAMS_VERSION,),
-            ).fetchone()
-            assert row is not None
-            builder = IndexBuilder()
-            _copy_fingerprints(conn, builder, None)
-    finally:
-        conn.autocommit = was_autocommit
+    """The whole catalogue's index, consistent with one catalogue generation.
+
+    Needs an idle connection (the snapshot is its own transaction).
+    """
+    _require_idle(conn)
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        row = conn.execute(
+            "SELECT generation, (SELECT count(*) FROM fingerprints WHERE params_version <> %s) FROM catalogue_state",
+            (PARAMS_VERSION,),
+        ).fetchone()
+        assert row is not None
+        builder = IndexBuilder()
+        _copy_fingerprints(conn, builder, None)
     if row[1]:
         log.warning("%d tracks were fingerprinted with other engine parameters and are left out", row[1])
     return Snapshot(builder.freeze(), int(row[0]), int(row[1]))
-
-
-def catalogue_generation(conn: psycopg.Connection) -> int:
-    row = conn.execute("SELECT generation FROM catalogue_state").fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def parse_changes(payloads: list[str]) -> tuple[set[int], set[int]]:
