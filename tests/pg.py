@@ -12,30 +12,19 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import socket
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 
 from monitor.rights import migrations
-from monitor.rights.localdb import LocalServer, find_bindir
+from monitor.rights.localdb import scratch_server
 
 TEMPLATE = "castwatch_template"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class ScratchServer:
     def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="castwatch-test-pg-"))
-        os.chmod(self.root, 0o755)  # the server may run as another user (we are root in CI)
-        self.server = LocalServer(self.root / "data", free_port(), find_bindir(), durable=False)
+        self.server = scratch_server(durable=False, prefix="castwatch-test-pg-")
         self._names = itertools.count()
 
     def start(self) -> None:
@@ -48,7 +37,7 @@ class ScratchServer:
         try:
             self.server.stop()
         finally:
-            shutil.rmtree(self.root, ignore_errors=True)
+            shutil.rmtree(self.server.datadir.parent, ignore_errors=True)
 
     def fresh_database(self, migrated: bool = True) -> str:
         name = f"t{os.getpid()}_{next(self._names)}"

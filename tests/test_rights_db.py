@@ -9,12 +9,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pg import ScratchServer, free_port
+from pg import ScratchServer
 
 from monitor import cli
 from monitor.rights import migrations
 from monitor.rights.db import DatabaseError, connect, open_checked
-from monitor.rights.localdb import LocalServer, find_bindir
+from monitor.rights.localdb import LocalServer, find_bindir, free_port
 
 
 @pytest.fixture

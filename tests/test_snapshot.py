@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
-from pg import free_port
 
 from fingerprint import index as index_mod
 from fingerprint.cli import main as fingerprint_main
@@ -18,6 +17,7 @@ from fingerprint.index import Index, IndexBuilder
 from monitor.rights import catalog
 from monitor.rights.catalog import Owner, TrackMeta
 from monitor.rights.db import DatabaseError
+from monitor.rights.localdb import free_port
 from monitor.rights.snapshot import FOLLOWER_NAME, LiveCatalogue, apply_changes, load_snapshot, parse_changes
 
 ACME = TrackMeta(owners=(Owner("Acme"),))

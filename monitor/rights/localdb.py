@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,3 +194,20 @@ class LocalServer:
             return False
         self._run([str(self.bindir / "pg_ctl"), "stop", "-D", str(self.datadir), "-m", "fast", "-w"])
         return True
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scratch_server(durable: bool = False, prefix: str = "castwatch-pg-") -> LocalServer:
+    """A server in a new temporary directory on a free port (for tests and benchmarks).
+
+    Remove it with ``server.stop()`` then ``shutil.rmtree(server.datadir.parent)``.
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(root, 0o755)  # the server may run as another user (when we are root)
+    return LocalServer(root / "data", free_port(), find_bindir(), durable=durable)
