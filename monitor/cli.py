@@ -10,14 +10,16 @@ from pathlib import Path
 
 import psycopg
 
+from monitor.settings import Settings
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-def _cmd_demo(args: argparse.Namespace, settings: object) -> int:
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from monitor import demo
 
-    return demo.run(args.workdir)
+    return demo.run(args.workdir, settings)
 
 
 def _positive_int(value: str) -> int:
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     from monitor.rights.licences import LicenceError
     from monitor.rights.localdb import LocalDatabaseError
     from monitor.rights.migrations import SchemaError
-    from monitor.settings import Settings, SettingsError
+    from monitor.settings import SettingsError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(

@@ -334,7 +334,7 @@ def cmd_licences_revoke(args: argparse.Namespace, settings: Settings) -> int:
 # ---- identify ------------------------------------------------------------------------------------
 
 
-def _describe(source: str, found: list[identify.Identified]) -> str:
+def describe_matches(source: str, found: list[identify.Identified]) -> str:
     if not found:
         return f"{source}: no match"
     lines = [f"{source}:"]
@@ -373,5 +373,5 @@ def cmd_identify(args: argparse.Namespace, settings: Settings) -> int:
             if args.json:
                 print(_json({"query": source, "matches": [f.as_json() for f in found]}), flush=True)
             else:
-                print(_describe(source, found), flush=True)
+                print(describe_matches(source, found), flush=True)
     return EXIT_FAILED if failures else EXIT_OK
