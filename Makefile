@@ -1,5 +1,5 @@
 # Everyday entry points. Each one creates or refreshes .venv first.
-.PHONY: demo test test-fast bench venv
+.PHONY: demo test test-fast bench bench-rights venv
 
 venv:
 	@scripts/bootstrap
@@ -15,3 +15,6 @@ test-fast: venv
 
 bench: venv
 	.venv/bin/python -m fingerprint.bench
+
+bench-rights: venv
+	.venv/bin/python -m monitor.rights.bench
