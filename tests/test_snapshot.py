@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from fingerprint.index import Index, IndexBuilder
 from monitor.rights import catalog
 from monitor.rights.catalog import Owner, TrackMeta
 from monitor.rights.db import DatabaseError
+from monitor.rights.licences import LicenceSpec, Stream, add_licence, add_stream, revoke_licence
 from monitor.rights.localdb import free_port
 from monitor.rights.snapshot import FOLLOWER_NAME, LiveCatalogue, apply_changes, load_snapshot, parse_changes
 
@@ -92,12 +94,8 @@ def test_apply_changes_equals_a_fresh_snapshot(conn: psycopg.Connection, recordi
 
 @pytest.fixture
 def live(db_url: str) -> LiveCatalogue:
-    licence_calls: list[float] = []
-    catalogue = LiveCatalogue(db_url, on_licences=lambda: licence_calls.append(time.monotonic()))
-    catalogue.licence_calls = licence_calls  # type: ignore[attr-defined]
-    catalogue.start()
-    yield catalogue
-    catalogue.stop()
+    with LiveCatalogue(db_url) as catalogue:
+        yield catalogue
 
 
 def test_live_catalogue_follows_additions_and_removals_within_5_s(
@@ -116,12 +114,20 @@ def test_live_catalogue_follows_additions_and_removals_within_5_s(
     assert live.reloads == 1
 
 
-def test_live_catalogue_reports_licence_changes(live: LiveCatalogue, db_url: str) -> None:
-    calls = live.licence_calls  # type: ignore[attr-defined]
-    start = len(calls)
+def test_live_licence_book_follows_licence_changes_within_5_s(
+    live: LiveCatalogue, db_url: str, recordings: list[Path]
+) -> None:
+    at = datetime(2026, 6, 1, tzinfo=timezone.utc)
     with psycopg.connect(db_url) as writer:
-        writer.execute("INSERT INTO streams (id, name, licensee, territory) VALUES ('s1', 'S', 'L', 'FR')")
-    wait_for(lambda: len(calls) > start)
+        ((_, track),) = catalog.add(writer, recordings[:1], {}, ACME).added
+        add_stream(writer, Stream("fr-1", "Un", "Radio Un", "FR"))
+        wait_for(lambda: "fr-1" in live.book.streams)
+        assert not live.book.decide("fr-1", track, at).licensed
+        licence = add_licence(writer, LicenceSpec("Radio Un", "blanket", ("FR",), at - timedelta(days=1), holder="Acme"))
+        took = wait_for(lambda: live.book.decide("fr-1", track, at).licensed)
+        assert took < 5.0
+        revoke_licence(writer, licence, at - timedelta(hours=1))
+        wait_for(lambda: not live.book.decide("fr-1", track, at).licensed)
 
 
 def test_live_catalogue_reloads_after_losing_its_connection(

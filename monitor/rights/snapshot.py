@@ -4,11 +4,12 @@
 packed arrays go straight into numpy) inside a repeatable-read transaction,
 together with the catalogue generation it corresponds to.
 
-``LiveCatalogue`` keeps a process's index current without restarts: a thread
-LISTENs on its own autocommit connection for ``castwatch_catalogue``
-("+ID"/"-ID" from the fingerprints trigger) and ``castwatch_licences``,
-applies additions and removals in small batches (a rebuild in linear time),
-and swaps the new index in atomically. LISTEN is issued before the snapshot
+``LiveCatalogue`` keeps a process's index and licence book current without
+restarts: a thread LISTENs on its own autocommit connection for
+``castwatch_catalogue`` ("+ID"/"-ID" from the fingerprints trigger) and
+``castwatch_licences``, applies additions and removals in small batches (a
+rebuild in linear time), reloads the licence book on licence changes, and
+swaps the new index or book in atomically. LISTEN is issued before the snapshot
 is read, so no change falls between the two; after a lost connection it
 reconnects with backoff and reloads everything, since notifications sent
 while it was away are gone.
@@ -29,6 +30,7 @@ from fingerprint.index import Index, IndexBuilder, merge
 from fingerprint.params import PARAMS_VERSION
 from monitor.rights.catalog import load_postings
 from monitor.rights.db import connect
+from monitor.rights.licences import LicenceBook, load_book
 
 log = logging.getLogger(__name__)
 
@@ -119,33 +121,39 @@ def apply_changes(conn: psycopg.Connection, index: Index, added: set[int], remov
 
 
 class LiveCatalogue:
-    """An index that follows the catalogue; read ``.index`` whenever you match.
+    """The catalogue's index and licence book, kept current; read ``.index`` and ``.book`` whenever you use them.
 
-    ``on_licences`` is called (from the follower thread) after any change to
-    licences, ownership, streams or holders, and after a reconnect, so that a
-    licence cache can reload.
+    Both are replaced whole (never mutated), so a reader keeps a consistent
+    pair of arrays or rules for as long as it holds a reference. The
+    optional callbacks run in the follower thread after each swap.
     """
 
     def __init__(
         self,
         url: str,
-        on_licences: Callable[[], None] | None = None,
         on_index: Callable[[Index], None] | None = None,
+        on_licences: Callable[[LicenceBook], None] | None = None,
     ) -> None:
         self._url = url
-        self._on_licences = on_licences or (lambda: None)
         self._on_index = on_index or (lambda index: None)
+        self._on_licences = on_licences or (lambda book: None)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: psycopg.Connection | None = None
         self._index: Index = IndexBuilder().freeze()
+        self._book = LicenceBook()
         self.generation = 0  # bumped on every index swap
+        self.licence_generation = 0  # bumped on every licence book swap
         self.reloads = 0  # full reloads (1 at start, +1 per reconnect)
         self.last_error: str | None = None
 
     @property
     def index(self) -> Index:
         return self._index
+
+    @property
+    def book(self) -> LicenceBook:
+        return self._book
 
     def start(self) -> "LiveCatalogue":
         """Load the snapshot (in the caller's thread, so errors surface here), then follow."""
@@ -179,11 +187,16 @@ class LiveCatalogue:
         self.generation += 1
         self._on_index(index)
 
+    def _reload_licences(self, conn: psycopg.Connection) -> None:
+        self._book = load_book(conn)
+        self.licence_generation += 1
+        self._on_licences(self._book)
+
     def _reload(self, conn: psycopg.Connection) -> None:
         snapshot = load_snapshot(conn)
         self.reloads += 1
         self._swap(snapshot.index)
-        self._on_licences()
+        self._reload_licences(conn)
         log.info(
             "catalogue loaded: %d tracks, %d postings (generation %d)",
             snapshot.index.n_tracks,
@@ -236,7 +249,7 @@ class LiveCatalogue:
             self._swap(index)
             log.info("catalogue updated: +%d -%d tracks, %d in the index", len(added), len(removed), index.n_tracks)
         if licences:
-            self._on_licences()
+            self._reload_licences(conn)
 
     @staticmethod
     def _collect(note: psycopg.Notify, payloads: list[str], licences: bool) -> tuple[list[str], bool]:
