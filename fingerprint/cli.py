@@ -12,8 +12,9 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tqdm import tqdm
 
@@ -23,6 +24,9 @@ from fingerprint.landmarks import QUERY, REFERENCE, Density, Landmarks, extract
 from fingerprint.matcher import MIN_ALIGNED, MIN_SCORE, Matcher
 from fingerprint.params import SAMPLE_RATE
 from fingerprint.spectrum import n_frames_for
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -52,13 +56,18 @@ def fingerprint_file(source: str, density: Density = REFERENCE) -> Extracted:
     return Extracted(source, extract(samples, density), n_frames, None, samples.shape[0] / SAMPLE_RATE)
 
 
-def fingerprint_many(sources: list[str], jobs: int) -> Iterator[Extracted]:
-    """Results in input order, extracted by ``jobs`` processes (in-process for 1)."""
-    if jobs <= 1 or len(sources) <= 1:
-        yield from map(fingerprint_file, sources)
+def in_processes(work: Callable[[T], R], items: list[T], jobs: int) -> Iterator[R]:
+    """``work`` over ``items`` in ``jobs`` spawned processes (in-process for 1), results in input order."""
+    if jobs <= 1 or len(items) <= 1:
+        yield from map(work, items)
         return
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-        yield from pool.imap(fingerprint_file, sources, chunksize=1)
+        yield from pool.imap(work, items, chunksize=1)
+
+
+def fingerprint_many(sources: list[str], jobs: int) -> Iterator[Extracted]:
+    """Results in input order, extracted by ``jobs`` processes (in-process for 1)."""
+    return in_processes(fingerprint_file, sources, jobs)
 
 
 def _progress(total: int, quiet: bool, unit: str) -> tqdm:
@@ -159,7 +168,8 @@ def _cmd_match(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
-def _jobs(value: str) -> int:
+def jobs_arg(value: str) -> int:
+    """argparse type for a number of processes (at least 1)."""
     try:
         n = int(value)
     except ValueError as e:
@@ -179,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_index = sub.add_parser("index", help="create or extend an index with audio files or directories")
     p_index.add_argument("index_path", metavar="INDEX_PATH", help="index directory (created if missing)")
     p_index.add_argument("sources", metavar="FILE_OR_DIR", nargs="+", help="audio files, or directories to scan")
-    p_index.add_argument("--jobs", "-j", type=_jobs, default=default_jobs, help=f"extraction processes (default {default_jobs})")
+    p_index.add_argument("--jobs", "-j", type=jobs_arg, default=default_jobs, help=f"extraction processes (default {default_jobs})")
     p_index.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     p_index.set_defaults(run=_cmd_index)
 
@@ -187,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_match.add_argument("index_path", metavar="INDEX_PATH")
     p_match.add_argument("queries", metavar="QUERY", nargs="+", help="audio files or URLs")
     p_match.add_argument("--json", action="store_true", help="one JSON object per query and line")
-    p_match.add_argument("--jobs", "-j", type=_jobs, default=1, help="matching processes (default 1)")
+    p_match.add_argument("--jobs", "-j", type=jobs_arg, default=1, help="matching processes (default 1)")
     p_match.add_argument("--min-aligned", type=int, default=MIN_ALIGNED, help=f"landmarks a match needs (default {MIN_ALIGNED})")
     p_match.add_argument("--min-score", type=float, default=MIN_SCORE, help=f"aligned fraction a match needs (default {MIN_SCORE})")
     p_match.set_defaults(run=_cmd_match)

@@ -22,17 +22,8 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return demo.run(args.workdir, settings)
 
 
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from e
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {n}")
-    return n
-
-
 def _add_rights_commands(sub: argparse._SubParsersAction) -> None:
+    from fingerprint.cli import jobs_arg
     from monitor.rights import commands as c
 
     jobs = max(1, os.cpu_count() or 1)
@@ -60,7 +51,7 @@ def _add_rights_commands(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--artist", help="artist (one file only)")
     add.add_argument("--isrc", help="ISRC (one file only)")
     add.add_argument("--manifest", help="CSV: path,title,artist,isrc,holder,share,territory")
-    add.add_argument("--jobs", "-j", type=_positive_int, default=jobs, help=f"extraction processes (default {jobs})")
+    add.add_argument("--jobs", "-j", type=jobs_arg, default=jobs, help=f"extraction processes (default {jobs})")
     add.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     add.add_argument("--json", action="store_true", help="print each added track's id as JSON")
     add.set_defaults(run=c.cmd_catalog_add)

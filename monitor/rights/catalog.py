@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import multiprocessing
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +22,7 @@ import numpy as np
 import psycopg
 
 from fingerprint.audio import AudioError, decode
+from fingerprint.cli import in_processes
 from fingerprint.index import Postings
 from fingerprint.landmarks import extract
 from fingerprint.params import PARAMS_VERSION, SAMPLE_RATE
@@ -177,11 +177,7 @@ def fingerprint_path(path: Path) -> Fingerprinted:
 
 def fingerprint_paths(paths: list[Path], jobs: int) -> Iterator[Fingerprinted]:
     """Results in input order, from ``jobs`` processes (in-process for 1)."""
-    if jobs <= 1 or len(paths) <= 1:
-        yield from map(fingerprint_path, paths)
-        return
-    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-        yield from pool.imap(fingerprint_path, paths, chunksize=1)
+    return in_processes(fingerprint_path, paths, jobs)
 
 
 @dataclass

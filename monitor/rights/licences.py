@@ -296,13 +296,17 @@ def list_licences(conn: psycopg.Connection, licensee: str | None = None) -> list
     return [LicenceRow(*r[:5], tuple(r[5]), *r[6:]) for r in rows]  # type: ignore[arg-type]
 
 
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    try:
+        return list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
+    except (OSError, UnicodeDecodeError) as e:
+        raise LicenceError(f"{path}: cannot read: {e}") from e
+
+
 def read_licence_csv(path: Path) -> list[LicenceSpec]:
     """Licences from a CSV: licensee, kind, holder, track, territories (space or ; separated),
     valid_from, valid_until, note. All rows are checked before any is written."""
-    try:
-        rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
-    except (OSError, UnicodeDecodeError) as e:
-        raise LicenceError(f"{path}: cannot read: {e}") from e
+    rows = _read_csv(path)
     specs = []
     for line, row in enumerate(rows, start=2):
         where = f"{path}:{line}"
@@ -327,10 +331,7 @@ def read_licence_csv(path: Path) -> list[LicenceSpec]:
 
 def read_stream_csv(path: Path) -> list[Stream]:
     """Streams from a CSV: id, name, licensee, territory, timezone, source_url."""
-    try:
-        rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
-    except (OSError, UnicodeDecodeError) as e:
-        raise LicenceError(f"{path}: cannot read: {e}") from e
+    rows = _read_csv(path)
     streams = []
     for line, row in enumerate(rows, start=2):
         if not (row.get("id") or "").strip() or not (row.get("licensee") or "").strip():
