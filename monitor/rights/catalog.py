@@ -276,32 +276,76 @@ def _split_written(
     return done, todo
 
 
-def add(
+class _BatchWriter:
+    """Collects fingerprinted tracks and writes them a batch (one transaction) at a time."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        report: IngestReport,
+        notify: Callable[[Path, str, float], None],
+        reconnect: Callable[[], psycopg.Connection] | None,
+    ) -> None:
+        self.conn = conn
+        self.report = report
+        self.notify = notify
+        self.reconnect = reconnect
+        self.batch: list[tuple[_Pending, Fingerprinted]] = []
+        self.last_write = time.perf_counter()
+
+    def add(self, item: _Pending, result: Fingerprinted) -> None:
+        self.batch.append((item, result))
+        if len(self.batch) >= BATCH_TRACKS or time.perf_counter() - self.last_write > BATCH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        for item, result, track_id in self._write_with_retries(list(self.batch)):
+            restored = item.restore_id is not None
+            (self.report.restored if restored else self.report.added).append((item.path, track_id))
+            self.report.audio_seconds += result.seconds
+            self.notify(item.path, "restored" if restored else "added", result.seconds)
+        self.batch.clear()
+        self.last_write = time.perf_counter()
+
+    def _write_with_retries(
+        self, pending: list[tuple[_Pending, Fingerprinted]]
+    ) -> list[tuple[_Pending, Fingerprinted, int]]:
+        written: list[tuple[_Pending, Fingerprinted, int]] = []
+        delay = RETRY_BACKOFF_S
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                if attempt > 1:  # the lost commit may have gone through: do not write twice
+                    done, pending = _split_written(self.conn, pending)
+                    written += done
+                ids = _write_batch(self.conn, pending)
+                return written + [(item, result, track_id) for (item, result), track_id in zip(pending, ids)]
+            except psycopg.OperationalError as e:
+                if self.reconnect is None or attempt == WRITE_ATTEMPTS:
+                    raise
+                log.warning("writing to the catalogue failed (attempt %d of %d), retrying in %.1f s: %s",
+                            attempt, WRITE_ATTEMPTS, delay, str(e).strip())  # fmt: skip
+                time.sleep(delay)
+                self.conn.close()
+                self.conn = self.reconnect()
+                delay = min(delay * 2, MAX_BACKOFF_S)
+        raise AssertionError("unreachable")
+
+
+def _plan(
     conn: psycopg.Connection,
     files: list[Path],
     metas: dict[Path, TrackMeta],
     default: TrackMeta,
-    jobs: int = 1,
-    on_file: Callable[[Path, str, float], None] | None = None,
-    reconnect: Callable[[], psycopg.Connection] | None = None,
-) -> IngestReport:
-    """Ingest ``files``: fingerprint new ones in ``jobs`` processes, write them in batches.
-
-    ``metas`` (keyed by resolved path) overrides ``default`` per file. ``on_file``
-    is told each file's outcome ("added", "restored", "already", "failed: ...")
-    and its audio seconds, for progress display. With ``reconnect``, a batch
-    whose connection is lost is written again on a new connection (with
-    backoff, WRITE_ATTEMPTS times, each failure logged); without it the error
-    propagates, having written nothing of that batch.
-    """
-    report = IngestReport()
-    started = time.perf_counter()
-    notify = on_file or (lambda path, outcome, seconds: None)
+    report: IngestReport,
+    notify: Callable[[Path, str, float], None],
+) -> list[_Pending]:
+    """Files to fingerprint: metadata checked, content hashed, known content skipped."""
     todo: list[_Pending] = []
     seen: dict[bytes, Path] = {}
     for path in files:
-        resolved = path.resolve()
-        meta = metas.get(resolved, default)
+        meta = metas.get(path.resolve(), default)
         if meta is not default and not meta.owners:
             meta = TrackMeta(meta.title, meta.artist, meta.isrc, default.owners)
         try:
@@ -313,7 +357,7 @@ def add(
             continue
         if digest in seen:
             report.already.append((path, None))
-            notify(path, f"already: same content as {seen[digest]}", 0.0)
+            notify(path, f"same content as {seen[digest]}", 0.0)
             continue
         seen[digest] = path
         todo.append(_Pending(path, digest, meta, None))
@@ -335,48 +379,40 @@ def add(
                 continue
             item = _Pending(item.path, item.sha256, item.meta, track_id)
         fresh.append(item)
-    batch: list[tuple[_Pending, Fingerprinted]] = []
-    last_write = time.perf_counter()
+    return fresh
 
-    def flush() -> None:
-        nonlocal last_write, conn
-        attempt, delay = 1, RETRY_BACKOFF_S
-        written: list[tuple[_Pending, Fingerprinted, int]] = []
-        pending = list(batch)
-        while True:
-            try:
-                if attempt > 1:  # the lost commit may have gone through: do not write twice
-                    done, pending = _split_written(conn, pending)
-                    written += done
-                ids = _write_batch(conn, pending)
-                written += [(item, result, track_id) for (item, result), track_id in zip(pending, ids)]
-                break
-            except psycopg.OperationalError as e:
-                if reconnect is None or attempt == WRITE_ATTEMPTS:
-                    raise
-                log.warning("writing to the catalogue failed (attempt %d of %d), retrying in %.1f s: %s",
-                            attempt, WRITE_ATTEMPTS, delay, str(e).strip())  # fmt: skip
-                time.sleep(delay)
-                conn.close()
-                conn = reconnect()
-                attempt, delay = attempt + 1, min(delay * 2, MAX_BACKOFF_S)
-        for item, result, track_id in written:
-            (report.restored if item.restore_id is not None else report.added).append((item.path, track_id))
-            report.audio_seconds += result.seconds
-            notify(item.path, "restored" if item.restore_id is not None else "added", result.seconds)
-        batch.clear()
-        last_write = time.perf_counter()
 
+def add(
+    conn: psycopg.Connection,
+    files: list[Path],
+    metas: dict[Path, TrackMeta],
+    default: TrackMeta,
+    jobs: int = 1,
+    on_file: Callable[[Path, str, float], None] | None = None,
+    reconnect: Callable[[], psycopg.Connection] | None = None,
+) -> IngestReport:
+    """Ingest ``files``: fingerprint new ones in ``jobs`` processes, write them in batches.
+
+    ``metas`` (keyed by resolved path) overrides ``default`` per file. ``on_file``
+    is told each file's outcome ("added", "restored", "already in the
+    catalogue as track N", "same content as PATH", "failed: ...") and its audio
+    seconds, for progress display. With ``reconnect``, a batch whose
+    connection is lost is written again on a new connection (with backoff,
+    WRITE_ATTEMPTS times, each failure logged); without it the error
+    propagates, having written nothing of that batch.
+    """
+    report = IngestReport()
+    started = time.perf_counter()
+    notify = on_file or (lambda path, outcome, seconds: None)
+    fresh = _plan(conn, files, metas, default, report, notify)
+    writer = _BatchWriter(conn, report, notify, reconnect)
     for item, result in zip(fresh, fingerprint_paths([p.path for p in fresh], jobs)):
         if result.error is not None:
             report.failed.append((item.path, result.error))
             notify(item.path, f"failed: {result.error}", 0.0)
         else:
-            batch.append((item, result))
-        if len(batch) >= BATCH_TRACKS or (batch and time.perf_counter() - last_write > BATCH_SECONDS):
-            flush()
-    if batch:
-        flush()
+            writer.add(item, result)
+    writer.flush()
     report.elapsed_s = time.perf_counter() - started
     return report
 

@@ -151,7 +151,7 @@ def cmd_catalog_add(args: argparse.Namespace, settings: Settings) -> int:
                 seconds += audio_s
                 if outcome.startswith("failed"):
                     bar.write(f"error: {outcome[len('failed: '):]}", file=sys.stderr)
-                elif outcome.startswith("already"):
+                elif outcome not in ("added", "restored"):
                     bar.write(f"{path}: {outcome}, skipped", file=sys.stderr)
                 bar.set_postfix_str(f"{seconds / max(time.perf_counter() - started, 1e-9):.0f}x realtime")
 
