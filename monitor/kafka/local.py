@@ -7,9 +7,9 @@ broker is one KRaft node that is its own controller, listening on 127.0.0.1
 only, with every replication factor at 1: fine for a development machine and
 nothing else.
 
-The broker runs detached from the Python process that started it (like
-``pg_ctl`` does for PostgreSQL), so that ``start`` and ``stop`` work from
-different processes; a pid file in the data directory finds it again.
+The broker runs in its own session, detached from the Python process that
+started it, so that ``start`` and ``stop`` work from different processes (as
+``pg_ctl`` does for PostgreSQL); a pid file in the data directory finds it again.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import asyncio
 import base64
 import fcntl
 import os
-import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -400,23 +400,24 @@ class LocalBroker:
     def _launch(self, java: Path, classpath: str) -> int:
         """Start ``kafka.Kafka`` in the background, in its own session; return its pid.
 
-        A shell puts it in the background (as pg_ctl does), so the broker is
-        not our child: it outlives this process and never lingers as our zombie.
+        The broker outlives this process if it ends first (``stop`` finds it
+        by its pid file from any process). While this process lives, a daemon
+        thread waits for the broker, so that it never lingers as our zombie.
+        Popen returns only once java is executing, so the pid is the broker's.
         """
         command = [str(java), *BROKER_JVM_OPTIONS, self._log4j_option(), "-cp", classpath, "kafka.Kafka",
                    str(self.properties)]  # fmt: skip
-        stdout_log = shlex.quote(str(self.log_dir / "stdout.log"))
-        script = f"{shlex.join(command)} </dev/null >{stdout_log} 2>&1 & echo $!"
         try:
-            result = subprocess.run(
-                ["/bin/sh", "-c", script], capture_output=True, text=True, check=True, cwd=self.datadir,
-                start_new_session=True,
-            )  # fmt: skip
-            pid = int(result.stdout.strip())
-        except (OSError, subprocess.CalledProcessError, ValueError) as e:
+            with open(self.log_dir / "stdout.log", "w", encoding="utf-8") as stdout_log:
+                process = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=stdout_log, stderr=subprocess.STDOUT, cwd=self.datadir,
+                    start_new_session=True,
+                )  # fmt: skip
+        except OSError as e:
             raise LocalBrokerError(f"cannot start the Kafka broker in {self.datadir}: {e}") from e
-        self.pid_file.write_text(f"{pid}\n", encoding="utf-8")
-        return pid
+        threading.Thread(target=process.wait, name=f"kafka-broker-{process.pid}", daemon=True).start()
+        self.pid_file.write_text(f"{process.pid}\n", encoding="utf-8")
+        return process.pid
 
     def _wait_ready(self, pid: int, deadline: float, timeout_s: float) -> None:
         """Wait until a metadata request lists this broker; a clear error with its log if it dies or hangs."""
