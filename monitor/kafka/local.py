@@ -214,6 +214,17 @@ async def _broker_listed(url: str) -> bool:
         await client.close()
 
 
+def _exit_status(process: subprocess.Popen[bytes] | None) -> str:
+    """`` (exit status N)`` or `` (killed by SIGNAME)`` once ``process`` has ended (its logs are then complete)."""
+    if process is None:
+        return ""
+    try:
+        code = process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        return ""
+    return f" (killed by {signal.Signals(-code).name})" if code < 0 else f" (exit status {code})"
+
+
 @dataclass(frozen=True)
 class LocalBroker:
     """One local KRaft node: a data directory and two ports on 127.0.0.1 (clients, controller).
@@ -276,6 +287,7 @@ class LocalBroker:
         """Fetch the jars and format the storage if need be, start if stopped, wait until ready; return the URL."""
         deadline = time.monotonic() + timeout_s
         pid = self.pid()
+        process: subprocess.Popen[bytes] | None = None  # None: started earlier, maybe by another process
         if pid is None:
             java = find_java(self.java)
             classpath = f"{ensure_libs(self.home)}/*"
@@ -288,8 +300,9 @@ class LocalBroker:
             self._write_config()
             if not self.formatted:
                 self._format(java, classpath)
-            pid = self._launch(java, classpath)
-        self._wait_ready(pid, deadline, timeout_s)
+            process = self._launch(java, classpath)
+            pid = process.pid
+        self._wait_ready(pid, deadline, timeout_s, process)
         return self.url
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
@@ -397,8 +410,8 @@ class LocalBroker:
             timeout_s=START_TIMEOUT_S,
         )  # fmt: skip
 
-    def _launch(self, java: Path, classpath: str) -> int:
-        """Start ``kafka.Kafka`` in the background, in its own session; return its pid.
+    def _launch(self, java: Path, classpath: str) -> subprocess.Popen[bytes]:
+        """Start ``kafka.Kafka`` in the background, in its own session.
 
         The broker outlives this process if it ends first (``stop`` finds it
         by its pid file from any process). While this process lives, a daemon
@@ -417,14 +430,17 @@ class LocalBroker:
             raise LocalBrokerError(f"cannot start the Kafka broker in {self.datadir}: {e}") from e
         threading.Thread(target=process.wait, name=f"kafka-broker-{process.pid}", daemon=True).start()
         self.pid_file.write_text(f"{process.pid}\n", encoding="utf-8")
-        return process.pid
+        return process
 
-    def _wait_ready(self, pid: int, deadline: float, timeout_s: float) -> None:
+    def _wait_ready(
+        self, pid: int, deadline: float, timeout_s: float, process: subprocess.Popen[bytes] | None
+    ) -> None:
         """Wait until a metadata request lists this broker; a clear error with its log if it dies or hangs."""
         while True:
             if not self._is_ours(pid):
                 raise LocalBrokerError(
-                    f"the Kafka broker in {self.datadir} exited while starting; its log says:\n{self._log_excerpt()}"
+                    f"the Kafka broker in {self.datadir} exited while starting{_exit_status(process)};"
+                    f" its log says:\n{self._log_excerpt()}"
                 )
             if _accepts(self.port) and asyncio.run(_broker_listed(self.url)):
                 return
