@@ -12,8 +12,18 @@ that works against the local services the project starts itself.
 ``CASTWATCH_PGPORT``           its TCP port on 127.0.0.1 (default 55432).
 ``CASTWATCH_PG_BINDIR``        where ``initdb``/``pg_ctl`` live (default:
                                found under ``/usr/lib/postgresql``).
-``CASTWATCH_CACHE_DIR``        cached index snapshots for ``identify``
-                               (default: ``~/.cache/castwatch``).
+``CASTWATCH_CACHE_DIR``        cached index snapshots for ``identify`` and
+                               the Kafka jars (default: ``~/.cache/castwatch``).
+``CASTWATCH_BROKER_URL``       Kafka bootstrap servers (``host:port[,...]``).
+                               Unset: a local broker (monitor/kafka/local.py).
+``CASTWATCH_KAFKA_DATA``       data directory of that local broker (default:
+                               ``~/.local/share/castwatch/kafka``).
+``CASTWATCH_KAFKA_PORT``       its client port on 127.0.0.1 (default 59092;
+                               its controller listens on the next port).
+``CASTWATCH_KAFKA_HOME``       where its jars live, in ``libs/`` (default:
+                               ``CASTWATCH_CACHE_DIR/kafka/VERSION``; fetched
+                               from Maven Central on first use when empty).
+``CASTWATCH_JAVA``             the ``java`` that runs it (default: on PATH).
 =============================  ==============================================
 """
 
@@ -21,10 +31,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_PGPORT = 55432
+DEFAULT_KAFKA_PORT = 59092
 
 
 class SettingsError(ValueError):
@@ -44,12 +55,19 @@ def _port(environ: Mapping[str, str], name: str, default: int) -> int:
     return port
 
 
+def _data_home(environ: Mapping[str, str]) -> Path:
+    return Path(environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share"))
+
+
 def _default_pgdata(environ: Mapping[str, str]) -> Path:
     if os.geteuid() == 0:
         # PostgreSQL runs as an unprivileged user, which cannot enter /root.
         return Path("/var/lib/castwatch/postgres")
-    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "castwatch" / "postgres"
+    return _data_home(environ) / "castwatch" / "postgres"
+
+
+def _default_kafka_data(environ: Mapping[str, str]) -> Path:
+    return _data_home(environ) / "castwatch" / "kafka"
 
 
 @dataclass(frozen=True)
@@ -59,6 +77,13 @@ class Settings:
     pgport: int
     pg_bindir: Path | None
     cache_dir: Path
+    # Kafka settings have defaults so that code building Settings by hand for
+    # the database alone (tests, tools) need not spell them out.
+    broker_url: str | None = None
+    kafka_data: Path = field(default_factory=lambda: _default_kafka_data(os.environ))
+    kafka_port: int = DEFAULT_KAFKA_PORT
+    kafka_home: Path | None = None
+    java: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -67,10 +92,20 @@ class Settings:
             Path(env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "castwatch"
         )
         bindir = env.get("CASTWATCH_PG_BINDIR")
+        kafka_home = env.get("CASTWATCH_KAFKA_HOME")
+        java = env.get("CASTWATCH_JAVA")
+        kafka_port = _port(env, "CASTWATCH_KAFKA_PORT", DEFAULT_KAFKA_PORT)
+        if kafka_port == 65535:
+            raise SettingsError("CASTWATCH_KAFKA_PORT=65535: the local broker's controller needs the next port too")
         return cls(
             database_url=env.get("CASTWATCH_DATABASE_URL") or None,
             pgdata=Path(env.get("CASTWATCH_PGDATA") or _default_pgdata(env)),
             pgport=_port(env, "CASTWATCH_PGPORT", DEFAULT_PGPORT),
             pg_bindir=Path(bindir) if bindir else None,
             cache_dir=Path(cache),
+            broker_url=env.get("CASTWATCH_BROKER_URL") or None,
+            kafka_data=Path(env.get("CASTWATCH_KAFKA_DATA") or _default_kafka_data(env)),
+            kafka_port=kafka_port,
+            kafka_home=Path(kafka_home) if kafka_home else None,
+            java=Path(java) if java else None,
         )

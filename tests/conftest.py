@@ -1,4 +1,5 @@
-"""Shared fixtures: a real PostgreSQL for the tests that need one (see tests/pg.py), synthesised recordings."""
+"""Shared fixtures: a real PostgreSQL and a real Kafka broker for the tests that need them
+(see tests/pg.py and tests/broker.py), synthesised recordings."""
 
 from __future__ import annotations
 
@@ -11,13 +12,21 @@ import soundfile as sf
 
 from fingerprint.params import SAMPLE_RATE
 from fingerprint.synth import music
+from monitor.kafka.local import LocalBroker
 
+from broker import session_broker
 from pg import ScratchServer, session_server
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[ScratchServer]:
     yield from session_server()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[LocalBroker]:
+    """The session's Kafka broker, started when the first test asks for it (later tests reuse it)."""
+    yield from session_broker()
 
 
 @pytest.fixture

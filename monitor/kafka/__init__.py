@@ -1,0 +1,1 @@
+"""Apache Kafka for castwatch: the local broker for development, the demo and the tests."""
