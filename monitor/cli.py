@@ -22,6 +22,22 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return demo.run(args.workdir, settings)
 
 
+def _cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
+    from monitor.kafka.local import broker_url, local_broker
+
+    if args.action == "url":
+        print(broker_url(settings, start_local=False))
+    elif settings.broker_url:
+        print(f"CASTWATCH_BROKER_URL is set: castwatch uses {settings.broker_url} and manages no broker", file=sys.stderr)
+        return EXIT_FAILED if args.action == "down" else 0
+    elif args.action == "up":
+        print(broker_url(settings))
+    else:
+        broker = local_broker(settings)
+        print("stopped" if broker.stop() else f"not running ({broker.datadir})", file=sys.stderr)
+    return 0
+
+
 def _add_rights_commands(sub: argparse._SubParsersAction) -> None:
     from fingerprint.cli import jobs_arg
     from monitor.rights import commands as c
@@ -137,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--workdir", type=Path, help="where to write the demo files (default: a new temp dir)")
     p_demo.set_defaults(run=_cmd_demo)
     _add_rights_commands(sub)
+    kafka = sub.add_parser("kafka", help="the local Kafka broker (when CASTWATCH_BROKER_URL is unset)")
+    kafka.add_argument("action", choices=("up", "down", "url"), help="start it (printing its URL), stop it, or print the URL")
+    kafka.set_defaults(run=_cmd_kafka)
     return parser
 
 
@@ -146,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     from monitor.rights.db import DatabaseError
     from monitor.rights.licences import LicenceError
     from monitor.rights.localdb import LocalDatabaseError
+    from monitor.kafka.local import LocalBrokerError
     from monitor.rights.migrations import SchemaError
     from monitor.settings import SettingsError
 
@@ -164,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         CatalogError,
         LicenceError,
         IndexFormatError,
+        LocalBrokerError,
     ) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED

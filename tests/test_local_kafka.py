@@ -217,3 +217,35 @@ def test_cluster_ids_look_like_kafkas() -> None:
     ids = {new_cluster_id() for _ in range(200)}
     assert len(ids) == 200
     assert all(len(i) == 22 and not i.startswith("-") and "=" not in i for i in ids)
+
+
+def test_cli_kafka_up_url_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from monitor import cli
+
+    port = free_port()
+    while _taken(port + 1):
+        port = free_port()
+    monkeypatch.delenv("CASTWATCH_BROKER_URL", raising=False)
+    monkeypatch.setenv("CASTWATCH_KAFKA_DATA", str(tmp_path / "kafka"))
+    monkeypatch.setenv("CASTWATCH_KAFKA_PORT", str(port))
+    try:
+        assert cli.main(["kafka", "url"]) == 0
+        assert capsys.readouterr().out.strip() == f"127.0.0.1:{port}"
+        assert cli.main(["kafka", "down"]) == 0
+        assert "not running" in capsys.readouterr().err
+        assert cli.main(["kafka", "up"]) == 0
+        assert capsys.readouterr().out.strip() == f"127.0.0.1:{port}"
+        assert cli.main(["kafka", "down"]) == 0
+        assert "stopped" in capsys.readouterr().err
+    finally:
+        local_broker(Settings.from_env()).stop()
+    monkeypatch.setenv("CASTWATCH_BROKER_URL", "kafka.example:9092")
+    assert cli.main(["kafka", "url"]) == 0
+    assert capsys.readouterr().out.strip() == "kafka.example:9092"
+    assert cli.main(["kafka", "down"]) == 1
+    assert "manages no broker" in capsys.readouterr().err
+
+
+def _taken(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
