@@ -6,8 +6,9 @@ Pipeline, each stage a small Numba kernel (``nogil``):
 2. ``_local_peaks``: local maxima over +-PEAK_DT frames x +-PEAK_DF bins, with
    their spectral contrast and a parabolic sub-frame / sub-bin position;
 3. ``_select_top``: keep a candidate when it ranks among the PEAK_TOP_K highest
-   contrasts within +-PEAK_WINDOW frames (a sliding rank keeps the density
-   fixed and is translation invariant, unlike fixed blocks);
+   contrasts of its frequency band (a quota per band) within +-PEAK_WINDOW
+   frames (a sliding rank keeps the density fixed and is translation
+   invariant, unlike fixed blocks);
 4. ``_triplets``: each anchor peak takes the TARGETS strongest peaks of its
    target zone and forms triplets with pairs of them, strongest pairs first
    (the reference keeps MAX_TRIPLETS of them, the query all).
@@ -207,9 +208,9 @@ def _select_top(
     first: int,
     last: int,
     window: int,
-    top_k: int,
+    top_k: np.ndarray,
 ) -> np.ndarray:
-    """Indices in [first, last) of candidates among the top_k contrasts of their band within +-window frames.
+    """Indices in [first, last) of candidates among the top_k[band] contrasts of their band within +-window frames.
 
     Candidates are sorted by (t, f); ties in contrast go to the earlier one.
     """
@@ -221,6 +222,7 @@ def _select_top(
         while t[lo] < t[i] - window:
             lo += 1
         band = band_of_bin[f[i]]
+        quota = top_k[band]
         better = 0
         j = lo
         while j < n and t[j] <= t[i] + window:
@@ -228,10 +230,10 @@ def _select_top(
                 contrast[j] > contrast[i] or (contrast[j] == contrast[i] and j < i)
             ):
                 better += 1
-                if better >= top_k:
+                if better >= quota:
                     break
             j += 1
-        if better < top_k:
+        if better < quota:
             keep[count] = i
             count += 1
     return keep[:count]
@@ -328,11 +330,17 @@ def _log2_hz(peaks: Peaks) -> np.ndarray:
 
 
 class Density(NamedTuple):
-    """How many peaks (per band and window) and targets (per anchor) to take."""
+    """How many peaks (per band and window, one quota per band) and targets (per anchor) to take."""
 
-    top_k: int
+    top_k: tuple[int, ...]
     targets: int
     max_triplets: int
+
+    def quotas(self) -> np.ndarray:
+        """``top_k`` as the array ``_select_top`` takes, checked against the bands."""
+        if len(self.top_k) != len(PEAK_BAND_EDGES_HZ) - 1:
+            raise ValueError(f"expected one peak quota per band ({len(PEAK_BAND_EDGES_HZ) - 1}), got {self.top_k}")
+        return np.asarray(self.top_k, np.int64)
 
 
 REFERENCE = Density(PEAK_TOP_K, TARGETS, MAX_TRIPLETS)
@@ -354,6 +362,7 @@ class Extractor:
 
     def __init__(self, density: Density = REFERENCE) -> None:
         self._density = density
+        self._quotas = density.quotas()
         self._pcm = np.empty(0, np.float32)  # samples from frame ``_n_frames`` on
         self._n_frames = 0  # spectrogram frames computed so far
         self._spec = np.empty((0, 0), np.float32)
@@ -433,7 +442,7 @@ class Extractor:
         first = int(np.searchsorted(cands.t, self._sel_done, side="left"))
         last = int(np.searchsorted(cands.t, sel_to, side="left"))
         keep = _select_top(
-            cands.t, cands.f, cands.contrast, _BAND_OF_BIN, first, last, PEAK_WINDOW, self._density.top_k
+            cands.t, cands.f, cands.contrast, _BAND_OF_BIN, first, last, PEAK_WINDOW, self._quotas
         )
         self._peaks = Peaks.concat([self._peaks, cands.take(keep)])
         self._sel_done = sel_to
@@ -477,5 +486,5 @@ def peaks_of(samples: np.ndarray, density: Density = REFERENCE) -> Peaks:
     t, f, contrast, t_frac, f_frac = _local_peaks(
         spec, 0, spec.shape[0], PEAK_DT, PEAK_DF, CONTRAST_DF, SILENCE_LOG_POWER
     )
-    keep = _select_top(t, f, contrast, _BAND_OF_BIN, 0, t.shape[0], PEAK_WINDOW, density.top_k)
+    keep = _select_top(t, f, contrast, _BAND_OF_BIN, 0, t.shape[0], PEAK_WINDOW, density.quotas())
     return Peaks(t, f, contrast, t_frac, f_frac).take(keep)

@@ -419,6 +419,12 @@ def merge_occurrences(found: list[tuple[Match, np.ndarray]], anchors: np.ndarray
     time is where the earlier one's speed puts it, within
     MERGE_TOLERANCE_S. ``count`` is the number of distinct aligned anchors of
     the occurrence and ``score`` their share of the query anchors it spans.
+
+    A window match that lies within the query span of an occurrence of the
+    same recording but disagrees on the alignment is dropped: a recording does
+    not play twice at once, so it is that play placed one loop away (music
+    that repeats its bass line and drums aligns there too, more so in a window
+    that holds only the end of the play).
     """
     groups: list[tuple[Match, np.ndarray]] = []
     for match, aligned in sorted(found, key=lambda f: (f[0].query_start, f[0].track)):
@@ -427,6 +433,8 @@ def merge_occurrences(found: list[tuple[Match, np.ndarray]], anchors: np.ndarray
                 continue
             expected = head.ref_start + head.speed * (match.query_start - head.query_start)
             if abs(match.ref_start - expected) > MERGE_TOLERANCE_S:
+                if match.query_end <= head.query_end + MERGE_TOLERANCE_S:
+                    break
                 continue
             union = np.union1d(head_anchors, aligned)
             later_end = match.query_end >= head.query_end

@@ -144,9 +144,9 @@ def select_top(
     first: int,
     last: int,
     window: int,
-    top_k: int,
+    top_k: np.ndarray,
 ) -> np.ndarray:
-    """Twin of landmarks._select_top: candidates i in [first, last) with fewer than top_k rivals.
+    """Twin of landmarks._select_top: candidates i in [first, last) with fewer than top_k[band] rivals.
 
     A rival of i is another candidate of the same band within +-window frames
     with a higher contrast, or an equal contrast and an earlier position.
@@ -161,7 +161,7 @@ def select_top(
             & (band == band[i])
             & ((contrast > contrast[i]) | ((contrast == contrast[i]) & (position < i)))
         )
-        if int(rivals.sum()) < top_k:
+        if int(rivals.sum()) < top_k[band[i]]:
             keep.append(i)
     return np.array(keep, np.int64)
 

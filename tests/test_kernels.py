@@ -250,7 +250,7 @@ def candidates(spec: np.ndarray) -> tuple[np.ndarray, ...]:
 @pytest.mark.parametrize("name", ["music", "music_with_silence", "sweep", "white_noise", "one_frame"])
 def test_select_top_synthetic(name: str, density: Density, spectrograms: dict[str, np.ndarray]) -> None:
     t, f, contrast, _, _ = candidates(spectrograms[name])
-    args = (t, f, contrast, landmarks._BAND_OF_BIN, 0, t.shape[0], params.PEAK_WINDOW, density.top_k)
+    args = (t, f, contrast, landmarks._BAND_OF_BIN, 0, t.shape[0], params.PEAK_WINDOW, density.quotas())
     got = landmarks._select_top(*args)
     want = naive.select_top(*args)
     np.testing.assert_array_equal(got, want)
@@ -264,13 +264,13 @@ def test_select_top_synthetic(name: str, density: Density, spectrograms: dict[st
     max_step=st.integers(0, 4),
     levels=st.sampled_from([3, 50, 0]),
     window=st.integers(0, 20),
-    top_k=st.integers(1, 8),
+    top_k=st.lists(st.integers(1, 8), min_size=4, max_size=4),
     random_bands=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
     data=st.data(),
 )
 def test_select_top_random(
-    n: int, max_step: int, levels: int, window: int, top_k: int, random_bands: bool, seed: int, data: st.DataObject
+    n: int, max_step: int, levels: int, window: int, top_k: list[int], random_bands: bool, seed: int, data: st.DataObject
 ) -> None:
     rng = np.random.default_rng(seed)
     t = np.cumsum(rng.integers(0, max_step + 1, n)).astype(np.int64)
@@ -281,7 +281,7 @@ def test_select_top_random(
     bands = rng.integers(0, 3, params.N_BINS).astype(np.int32) if random_bands else landmarks._BAND_OF_BIN
     first = data.draw(st.integers(0, n))
     last = data.draw(st.integers(first, n))
-    args = (t, f, contrast, bands, first, last, window, top_k)
+    args = (t, f, contrast, bands, first, last, window, np.asarray(top_k, np.int64))
     np.testing.assert_array_equal(landmarks._select_top(*args), naive.select_top(*args))
 
 

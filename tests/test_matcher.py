@@ -394,3 +394,17 @@ def test_long_non_catalogue_query_matches_nothing(matcher: Matcher) -> None:
     """Windows keep the evidence per decision constant: a minute of other music is not matched."""
     other = np.concatenate([music(20.0, seed) for seed in OTHER_SEEDS[:3]])
     assert matcher.match(extract(other, QUERY)) == []
+
+
+def test_a_play_placed_one_loop_away_within_its_occurrence_is_dropped() -> None:
+    """A window holding the end of a play may align one loop away (a repeated bass line): same play, not a second one."""
+
+    def window(q0: float, q1: float, ref0: float, count: int) -> tuple[Match, np.ndarray]:
+        anchors = np.arange(round(q0 * params.FRAME_RATE), round(q1 * params.FRAME_RATE), 3)
+        return Match("a", 0.5, count, q0, q1, ref0, ref0 + q1 - q0, 1.0), anchors[:count]
+
+    anchors = np.arange(0, round(40 * params.FRAME_RATE))
+    plays = matcher_mod.merge_occurrences(
+        [window(0.0, 10.0, 30.0, 60), window(5.0, 10.0, 14.0, 30), window(20.0, 30.0, 2.0, 60)], anchors
+    )
+    assert [(m.query_start, m.ref_start) for m in plays] == [(0.0, 30.0), (20.0, 2.0)]

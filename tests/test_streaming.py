@@ -253,15 +253,14 @@ def test_memory_stays_bounded(density: str) -> None:
     """Ten minutes in one-second chunks: the buffers hold a look-ahead's worth of context, not the stream."""
     rng = np.random.default_rng(10)
     minute = music(60.0, seed=12) + (0.05 * rng.standard_normal(60 * SR)).astype(np.float32)  # many candidates
-    top_k = DENSITIES[density].top_k
+    top_k = sum(DENSITIES[density].top_k)
     chunk_frames = math.ceil(SR / HOP) + 1
     context = params.LOOKAHEAD_FRAMES + chunk_frames  # frames of context the pipeline may need
-    n_bands = np.unique(landmarks._BAND_OF_BIN).shape[0]
     bounds = {
         "spectrum rows": context,
         "candidates": context * (params.N_BINS // (params.PEAK_DF + 1) + 1),
-        # per band, any PEAK_WINDOW + 1 consecutive frames keep at most top_k peaks
-        "peaks": n_bands * top_k * (math.ceil(context / (params.PEAK_WINDOW + 1)) + 1),
+        # per band, any PEAK_WINDOW + 1 consecutive frames keep at most its quota of peaks
+        "peaks": top_k * (math.ceil(context / (params.PEAK_WINDOW + 1)) + 1),
         "pending samples": N_FFT,
     }
     largest = dict.fromkeys(bounds, 0)
