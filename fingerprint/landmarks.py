@@ -379,6 +379,11 @@ class Extractor:
         """Samples consumed so far, including those still waiting for a full frame."""
         return self._n_frames * HOP + self._pcm.shape[0]
 
+    @property
+    def frames_final(self) -> int:
+        """Every landmark anchored before this frame has been returned (a live matcher may decide up to here)."""
+        return self._anchor_done
+
     def feed(self, samples: np.ndarray) -> Landmarks:
         """Add samples (float32, engine rate); return the landmarks now final."""
         if self._finished:
