@@ -149,6 +149,8 @@ def test_landmarks_are_final_after_the_lookahead(density: str) -> None:
         emitted += len(part)
         frames = n_frames_for(extractor.samples_seen)
         assert emitted >= int(np.searchsorted(want.t, frames - params.LOOKAHEAD_FRAMES, side="left"))
+        # frames_final is exact: everything anchored before it is out, nothing at or after it.
+        assert emitted == int(np.searchsorted(want.t, extractor.frames_final, side="left"))
     assert emitted < len(want)  # some were held back until the end of the stream
     assert_identical(extractor.flush(), want.take(slice(emitted, None)))
 

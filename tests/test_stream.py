@@ -1,0 +1,163 @@
+"""monitor.stream: a stream's chunks to play events, with the real engine on synthesised audio (no services)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fingerprint.index import IndexBuilder
+from fingerprint.landmarks import extract
+from fingerprint.matcher import Matcher
+from fingerprint.resample import StreamingResampler
+from fingerprint.spectrum import n_frames_for
+from fingerprint.synth import music
+from monitor.chunks import decode, encode
+from monitor.stream import Accepted, SequenceError, StreamProcessor
+from monitor.tracker import ENDED, STARTED, PlayEvent
+
+T0_NS = 1_780_000_000 * 10**9
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def catalogue() -> tuple[Matcher, dict[str, np.ndarray]]:
+    """Three 60 s recordings at 16 kHz (the index is built from their 8 kHz versions)."""
+    builder = IndexBuilder()
+    audio = {}
+    for seed, name in ((11, "a"), (12, "b"), (13, "c")):
+        x16 = music(60.0, seed, sr=RATE)
+        r = StreamingResampler(RATE)
+        x8 = np.concatenate((r.feed(x16), r.flush()))
+        builder.add(name, extract(x8), n_frames_for(x8.shape[0]))
+        audio[name] = x16
+    return Matcher(builder.freeze()), audio
+
+
+def broadcast(audio: dict[str, np.ndarray]) -> tuple[np.ndarray, list[tuple[str, float, float, float]]]:
+    """8 s of noise, 'a' from 10 s for 40 s, 'b' from its start crossfaded in for 30 s, 10 s of noise.
+
+    Returns the samples and the truth: (track, stream start s, stream end s, ref start s).
+    """
+    rng = np.random.default_rng(5)
+    noise = lambda s: (0.05 * rng.standard_normal(int(s * RATE))).astype(np.float32)  # noqa: E731
+    a = audio["a"][10 * RATE : 50 * RATE]
+    b = audio["b"][: 30 * RATE]
+    fade = 2 * RATE
+    mix = np.concatenate((a[:-fade], a[-fade:] * np.linspace(1, 0, fade) + b[:fade] * np.linspace(0, 1, fade), b[fade:]))
+    x = np.concatenate((noise(8), mix, noise(10))).astype(np.float32)
+    return x, [("a", 8.0, 48.0, 10.0), ("b", 46.0, 76.0, 0.0)]
+
+
+def chunks(x: np.ndarray, sizes: list[int], first_seq: int = 0, t0_ns: int = T0_NS, rate: int = RATE):
+    start, seq = 0, first_seq
+    i = 0
+    while start < x.shape[0]:
+        n = sizes[i % len(sizes)]
+        part = x[start : start + n]
+        yield decode(*encode("fm", seq, t0_ns + round(start * 1e9 / rate), rate, part))
+        start += n
+        seq += 1
+        i += 1
+
+
+def plays(events: list[PlayEvent]) -> dict[str, tuple[float, float, float]]:
+    return {e.play.track: (e.play.started_at - T0_NS / 1e9, e.play.last_seen - T0_NS / 1e9, e.play.ref_start) for e in events if e.kind == ENDED}
+
+
+def test_broadcast_gives_each_play_with_its_times(catalogue) -> None:
+    matcher, audio = catalogue
+    x, truth = broadcast(audio)
+    proc = StreamProcessor("fm", lambda: matcher)
+    events: list[PlayEvent] = []
+    started_at_stream_s = {}
+    for chunk in chunks(x, [RATE * 2, 777, RATE * 3 + 5, 12345]):
+        fed = proc.feed(chunk)
+        assert fed.accepted in (Accepted.APPENDED, Accepted.NEW_SEGMENT)
+        for e in fed.events:
+            if e.kind == STARTED:
+                started_at_stream_s[e.play.track] = proc.end_s - T0_NS / 1e9
+        events += fed.events
+    events += proc.close()
+    found = plays(events)
+    assert set(found) == {"a", "b"}
+    for track, start, end, ref in truth:
+        s, e, r = found[track]
+        assert s == pytest.approx(start, abs=2.0) and e == pytest.approx(end, abs=2.0) and r == pytest.approx(ref, abs=2.0)
+        assert started_at_stream_s[track] - start <= 16.0  # announced within one window and hop of its start
+    assert [e.kind for e in events].count(STARTED) == 2
+
+
+def test_chunking_does_not_change_the_events(catalogue) -> None:
+    matcher, audio = catalogue
+    x, _ = broadcast(audio)
+    runs = []
+    for sizes in ([RATE * 5], [999, 4001, RATE]):
+        proc = StreamProcessor("fm", lambda: matcher)
+        events = [e for c in chunks(x, sizes) for e in proc.feed(c).events] + proc.close()
+        runs.append([(e.kind, e.event_id, e.play) for e in events])
+    assert runs[0] == runs[1]
+
+
+def test_duplicates_are_dropped_and_replays_change_nothing(catalogue) -> None:
+    matcher, audio = catalogue
+    x, _ = broadcast(audio)
+    all_chunks = list(chunks(x, [RATE * 2]))
+    proc = StreamProcessor("fm", lambda: matcher)
+    events = []
+    for i, chunk in enumerate(all_chunks):
+        events += proc.feed(chunk).events
+        if i % 7 == 3:  # at-least-once delivery: the last few again
+            for old in all_chunks[max(0, i - 2) : i + 1]:
+                fed = proc.feed(old)
+                assert fed.accepted is Accepted.DUPLICATE and fed.events == []
+    events += proc.close()
+    clean = StreamProcessor("fm", lambda: matcher)
+    expected = [e for c in all_chunks for e in clean.feed(c).events] + clean.close()
+    assert [(e.kind, e.event_id) for e in events] == [(e.kind, e.event_id) for e in expected]
+
+
+def test_gap_rate_change_and_restart_start_new_segments(catalogue) -> None:
+    matcher, audio = catalogue
+    x = audio["c"]
+    proc = StreamProcessor("fm", lambda: matcher)
+    first = list(chunks(x[: 20 * RATE], [RATE]))
+    for c in first:
+        proc.feed(c)
+    assert proc.segments == 1
+    lost = list(chunks(x[22 * RATE : 40 * RATE], [RATE], first_seq=22, t0_ns=T0_NS + 22 * 10**9))
+    assert proc.feed(lost[0]).accepted is Accepted.NEW_SEGMENT  # 2 chunks lost
+    for c in lost[1:]:
+        assert proc.feed(c).accepted is Accepted.APPENDED
+    x8 = StreamingResampler(RATE).feed(x[40 * RATE : 60 * RATE])
+    rate_change = list(chunks(x8, [8000], first_seq=40, t0_ns=T0_NS + 40 * 10**9, rate=8000))
+    assert proc.feed(rate_change[0]).accepted is Accepted.NEW_SEGMENT
+    events = [e for c in rate_change[1:] for e in proc.feed(c).events] + proc.close()
+    restart = decode(*encode("fm", 0, T0_NS + 100 * 10**9, RATE, np.zeros(RATE, np.int16)))
+    assert proc.feed(restart).accepted is Accepted.NEW_SEGMENT  # capture restarted from 0, later in time
+    assert proc.segments == 4
+    ended = [e.play for e in events if e.kind == ENDED]
+    assert len(ended) == 1 and ended[0].track == "c"  # the gaps were bridged: one play
+    assert ended[0].started_at - T0_NS / 1e9 == pytest.approx(0.0, abs=2.0)
+    assert ended[0].last_seen - T0_NS / 1e9 == pytest.approx(59.0, abs=2.0)
+
+
+def test_impossible_sequences_are_refused(catalogue) -> None:
+    matcher, audio = catalogue
+    proc = StreamProcessor("fm", lambda: matcher)
+    cs = list(chunks(audio["a"][: 10 * RATE], [RATE], first_seq=100))
+    for c in cs:
+        proc.feed(c)
+    back_in_time_forward = decode(*encode("fm", 50, T0_NS + 30 * 10**9, RATE, np.zeros(RATE, np.int16)))
+    with pytest.raises(SequenceError, match="sequence 50 does not follow 109"):
+        proc.feed(back_in_time_forward)
+    absurd = decode(*encode("fm", 10**12, T0_NS + 11 * 10**9, RATE, np.zeros(RATE, np.int16)))
+    with pytest.raises(SequenceError):
+        proc.feed(absurd)
+    assert proc.feed(cs[-1]).accepted is Accepted.DUPLICATE  # still fine afterwards
+
+
+def test_silence_gives_no_plays(catalogue) -> None:
+    matcher, _ = catalogue
+    proc = StreamProcessor("fm", lambda: matcher)
+    events = [e for c in chunks(np.zeros(60 * RATE, np.float32), [RATE * 5]) for e in proc.feed(c).events]
+    assert events == [] and proc.close() == []
