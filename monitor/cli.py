@@ -38,6 +38,36 @@ def _cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from faust import Worker as FaustWorker
+
+    from monitor.app import create_app
+    from monitor.events import DurableStore
+    from monitor.kafka.local import broker_url
+    from monitor.rights.db import database_url
+    from monitor.rights.snapshot import LiveCatalogue
+    from monitor.worker import Recordings, Worker
+
+    db = database_url(settings)
+    broker = broker_url(settings)
+    recordings = Recordings(db)
+    with LiveCatalogue(db) as live:
+        print(
+            f"castwatch worker: {live.index.n_tracks} recordings ({live.index.seconds / 3600:.1f} h) from {db.split('@')[-1]},"
+            f" broker {broker}, metrics and health on http://127.0.0.1:{args.web_port}/",
+            file=sys.stderr,
+        )
+        worker = Worker(lambda: live.index, lambda: live.book, recordings.get)
+        store = DurableStore(db)
+        app = create_app(broker, worker, store, args.web_port, app_id=args.group)
+        try:
+            FaustWorker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
+        finally:
+            store.close()
+            recordings.close()
+    return 0
+
+
 def _add_rights_commands(sub: argparse._SubParsersAction) -> None:
     from fingerprint.cli import jobs_arg
     from monitor.rights import commands as c
@@ -153,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--workdir", type=Path, help="where to write the demo files (default: a new temp dir)")
     p_demo.set_defaults(run=_cmd_demo)
     _add_rights_commands(sub)
+    worker = sub.add_parser("worker", help="the monitoring daemon: audio chunks from Kafka to plays, detections, infringements")
+    worker.add_argument("--web-port", type=int, default=6066, help="HTTP port for metrics and health (default 6066)")
+    worker.add_argument("--group", default="castwatch-worker", help="Kafka consumer group (workers of one deployment share it)")
+    worker.add_argument("--loglevel", default="warning", choices=("debug", "info", "warning", "error"))
+    worker.set_defaults(run=_cmd_worker)
     kafka = sub.add_parser("kafka", help="the local Kafka broker (when CASTWATCH_BROKER_URL is unset)")
     kafka.add_argument("action", choices=("up", "down", "url"), help="start it (printing its URL), stop it, or print the URL")
     kafka.set_defaults(run=_cmd_kafka)

@@ -1,0 +1,62 @@
+"""The faust app of ``castwatch worker``: topics and one agent, wiring only.
+
+The agent (concurrency 1 per partition; scale with partitions and worker
+processes) hands each message to ``Worker.handle`` in a thread (Numba
+releases the GIL, the event loop stays free), then makes the outcome durable
+before faust may commit the message's offset: a dead letter is sent and
+acknowledged by the broker; play events are upserted into PostgreSQL
+(retried until the database takes them) and their messages acknowledged.
+Every step is idempotent (event ids, upserts), so at-least-once delivery
+is exactly-once in effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import faust
+
+from monitor.events import DurableStore
+from monitor.worker import Worker
+
+CHUNKS = "audio.chunks.v1"
+DLQ = "audio.chunks.dlq.v1"
+DETECTIONS = "detections.v1"
+INFRINGEMENTS = "infringements.v1"
+
+
+def create_app(broker_url: str, worker: Worker, store: DurableStore, web_port: int, app_id: str = "castwatch-worker") -> faust.App:
+    brokers = ";".join(f"kafka://{server.strip()}" for server in broker_url.split(","))
+    app = faust.App(
+        app_id,
+        broker=brokers,
+        store="memory://",
+        web_host="127.0.0.1",
+        web_port=web_port,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        topic_disable_leader=True,
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    chunks = app.topic(CHUNKS, **raw)
+    topics = {name: app.topic(name, **raw) for name in (DLQ, DETECTIONS, INFRINGEMENTS)}
+
+    async def durable_send(topic: str, key: bytes | None, value: bytes | None, headers: dict[str, bytes] | None = None) -> None:
+        pending = await topics[topic].send(key=key, value=value, headers=headers)
+        await pending  # the broker has it (acks=all) before the offset can be committed
+
+    @app.agent(chunks, concurrency=1)
+    async def process(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            handled = await asyncio.to_thread(worker.handle, event.key, event.value)
+            if handled.dlq_reason is not None:
+                reason = {"reason": handled.dlq_reason.encode(), "error": (handled.dlq_message or "").encode()}
+                await durable_send(DLQ, event.key, event.value, reason)
+                continue
+            if handled.outgoing:
+                await asyncio.to_thread(store.write, handled.outgoing)
+                for outgoing in handled.outgoing:
+                    for topic, key, value in outgoing.messages():
+                        await durable_send(topic, key, value)
+
+    return app

@@ -1,0 +1,101 @@
+"""The worker's logic without Kafka: one message in, what to dead-letter, publish and store out.
+
+``Worker.handle`` decodes a chunk, feeds its stream's ``StreamProcessor``
+(matching against the live index), and decides each play event's licensing
+from the live licence book. It does no Kafka I/O, so the faust app
+(``monitor.app``) stays wiring only, and this is tested with a real database
+but no broker. Heavy work (Numba kernels release the GIL) runs in a thread
+the app hands it to, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import psycopg
+
+from fingerprint.index import Index
+from fingerprint.matcher import Matcher
+from monitor import chunks
+from monitor.events import Outgoing, Recording
+from monitor.rights.licences import LicenceBook
+from monitor.stream import Accepted, SequenceError, StreamProcessor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Handled:
+    """The outcome of one message."""
+
+    stream: str | None = None
+    dlq_reason: str | None = None  # set: send the message to the dead-letter topic with this reason
+    dlq_message: str | None = None
+    accepted: Accepted | None = None
+    seconds: float = 0.0  # audio in the chunk
+    outgoing: list[Outgoing] = field(default_factory=list)
+
+
+class Recordings:
+    """Title, artist and ISRC by track id, read from the database on first use and kept."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._known: dict[int, Recording] = {}
+        self._conn: psycopg.Connection | None = None
+
+    def get(self, track_id: int) -> Recording:
+        if track_id not in self._known:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self._url, autocommit=True, application_name="castwatch-worker-metadata")
+            row = self._conn.execute("SELECT title, artist, isrc FROM tracks WHERE id = %s", (track_id,)).fetchone()
+            self._known[track_id] = Recording(*row) if row else Recording(f"track {track_id}", "", None)
+        return self._known[track_id]
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+class Worker:
+    def __init__(
+        self,
+        index: Callable[[], Index],
+        book: Callable[[], LicenceBook],
+        recordings: Callable[[int], Recording],
+    ) -> None:
+        self._index = index
+        self._book = book
+        self._recordings = recordings
+        self._matcher: Matcher | None = None
+        self.processors: dict[str, StreamProcessor] = {}
+
+    def matcher(self) -> Matcher:
+        """A matcher over the current index (rebuilt when the catalogue follower swapped it)."""
+        index = self._index()
+        if self._matcher is None or self._matcher.index is not index:
+            self._matcher = Matcher(index)
+        return self._matcher
+
+    def handle(self, key: bytes | None, value: bytes | None) -> Handled:
+        try:
+            chunk = chunks.decode(key, value)
+        except chunks.ChunkError as e:
+            return Handled(dlq_reason=e.reason, dlq_message=str(e))
+        processor = self.processors.get(chunk.stream)
+        if processor is None:
+            processor = self.processors[chunk.stream] = StreamProcessor(chunk.stream, self.matcher)
+        try:
+            fed = processor.feed(chunk)
+        except SequenceError as e:
+            return Handled(chunk.stream, SequenceError.reason, str(e))
+        book = self._book()
+        outgoing = []
+        for event in fed.events:
+            track = int(event.play.track)
+            decision = book.decide(chunk.stream, track, datetime.fromtimestamp(event.play.started_at, timezone.utc))
+            outgoing.append(Outgoing(event, decision, self._recordings(track)))
+        return Handled(chunk.stream, accepted=fed.accepted, seconds=chunk.seconds, outgoing=outgoing)

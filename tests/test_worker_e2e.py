@@ -1,0 +1,125 @@
+"""``castwatch worker`` end to end: a real broker, a real database, a worker process, a broadcast."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+import soundfile as sf
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from fingerprint.params import SAMPLE_RATE
+from fingerprint.synth import music
+from monitor.chunks import encode
+from monitor.rights import catalog
+from monitor.rights.catalog import Owner, TrackMeta
+from monitor.rights.licences import Stream, add_stream
+from monitor.rights.localdb import free_port
+
+T0_NS = 1_780_000_000 * 10**9
+TOPICS = ("audio.chunks.v1", "audio.chunks.dlq.v1", "detections.v1", "infringements.v1")
+
+
+async def ensure_topics(url: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=url)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(t, num_partitions=2, replication_factor=1) for t in TOPICS if t not in existing]
+        if new:
+            await admin.create_topics(new)
+    finally:
+        await admin.close()
+
+
+async def publish(url: str, messages: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=url, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send_and_wait("audio.chunks.v1", value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def read(url: str, topic: str, minimum: int, timeout_s: float) -> list[tuple[bytes, bytes, dict]]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=url, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    out: list[tuple[bytes, bytes, dict]] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(out) < minimum and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            out += [(m.key, m.value, dict(m.headers)) for msgs in batches.values() for m in msgs]
+    finally:
+        await consumer.stop()
+    return out
+
+
+@pytest.fixture
+def catalogue(db_url: str, tmp_path: Path) -> dict[str, int]:
+    ids = {}
+    with psycopg.connect(db_url) as conn:
+        for seed in (21, 22):
+            path = tmp_path / f"rec-{seed}.wav"
+            sf.write(path, music(60.0, seed), SAMPLE_RATE)
+            ((_, track_id),) = catalog.add(conn, [path], {}, TrackMeta(title=f"Song {seed}", owners=(Owner("Acme"),))).added
+            ids[f"rec-{seed}"] = track_id
+        add_stream(conn, Stream("fm-1", "FM One", "FM One Ltd", "FR"))
+    return ids
+
+
+def test_worker_turns_a_broadcast_into_plays(kafka_broker, db_url: str, catalogue: dict[str, int], tmp_path: Path) -> None:
+    url = kafka_broker.url
+    asyncio.run(ensure_topics(url))
+    rng = np.random.default_rng(3)
+    x = np.concatenate((0.05 * rng.standard_normal(8 * SAMPLE_RATE), music(60.0, 21)[5 * SAMPLE_RATE : 45 * SAMPLE_RATE],
+                        0.05 * rng.standard_normal(30 * SAMPLE_RATE))).astype(np.float32)  # fmt: skip
+    size = 2 * SAMPLE_RATE
+    messages = [encode("fm-1", i, T0_NS + i * 2 * 10**9, SAMPLE_RATE, x[i * size : (i + 1) * size]) for i in range(x.shape[0] // size)]
+    messages.insert(5, (b"fm-1", b"garbage"))
+    env = dict(os.environ, CASTWATCH_DATABASE_URL=db_url, CASTWATCH_BROKER_URL=url)
+    group = f"test-worker-{free_port()}"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "worker", "--web-port", str(free_port()), "--group", group],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        asyncio.run(publish(url, messages))
+        detections = asyncio.run(read(url, "detections.v1", 2, timeout_s=90))
+        dead = asyncio.run(read(url, "audio.chunks.dlq.v1", 1, timeout_s=10))
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            output = worker.communicate(timeout=30)[0].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            output = worker.communicate()[0].decode(errors="replace")
+    events = [json.loads(v) for _, v, _ in detections]
+    assert [e["event"] for e in events] == ["play.started", "play.ended"], output[-3000:]
+    ended = events[-1]
+    assert ended["track_id"] == catalogue["rec-21"] and ended["stream_id"] == "fm-1" and ended["title"] == "Song 21"
+    assert ended["licensed"] is False and "FM One Ltd" in ended["licence_reason"]
+    assert ended["event_id"] == events[0]["event_id"]
+    assert ended["ref_start_s"] == pytest.approx(5.0, abs=2.0)
+    assert any(h.get("reason") == b"truncated" for _, _, h in dead)
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT d.event_id::text, d.state, extract(epoch FROM d.started_at), extract(epoch FROM d.ended_at), i.status"
+            " FROM detections d LEFT JOIN infringements i ON i.detection_id = d.event_id"
+        ).fetchall()
+    assert len(rows) == 1
+    event_id, state, started, ended_at, status = rows[0]
+    assert event_id == ended["event_id"] and state == "ended" and status == "open"
+    assert float(started) - T0_NS / 1e9 == pytest.approx(8.0, abs=2.0)
+    assert float(ended_at) - T0_NS / 1e9 == pytest.approx(48.0, abs=2.0)
