@@ -35,6 +35,8 @@ def create_app(broker_url: str, worker: Worker, store: DurableStore, web_port: i
         web_port=web_port,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=10.0,  # a killed worker's partitions move on within ~10 s
+        broker_heartbeat_interval=3.0,
         topic_disable_leader=True,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
@@ -53,8 +55,9 @@ def create_app(broker_url: str, worker: Worker, store: DurableStore, web_port: i
                 reason = {"reason": handled.dlq_reason.encode(), "error": (handled.dlq_message or "").encode()}
                 await durable_send(DLQ, event.key, event.value, reason)
                 continue
-            if handled.outgoing:
-                await asyncio.to_thread(store.write, handled.outgoing)
+            if handled.outgoing or handled.state is not None:
+                state = (handled.stream, handled.state) if handled.state is not None and handled.stream else None
+                await asyncio.to_thread(store.write, handled.outgoing, state)
                 for outgoing in handled.outgoing:
                     for topic, key, value in outgoing.messages():
                         await durable_send(topic, key, value)

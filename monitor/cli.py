@@ -57,8 +57,8 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             f" broker {broker}, metrics and health on http://127.0.0.1:{args.web_port}/",
             file=sys.stderr,
         )
-        worker = Worker(lambda: live.index, lambda: live.book, recordings.get)
         store = DurableStore(db)
+        worker = Worker(lambda: live.index, lambda: live.book, recordings.get, store.saved_state)
         app = create_app(broker, worker, store, args.web_port, app_id=args.group)
         try:
             FaustWorker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()

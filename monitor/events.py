@@ -29,15 +29,19 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TypeVar
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from monitor.rights.licences import Decision
 from monitor.tracker import ENDED, PlayEvent
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DETECTION_SCHEMA = "castwatch.detection.v1"
 INFRINGEMENT_SCHEMA = "castwatch.infringement.v1"
@@ -117,9 +121,15 @@ INSERT INTO infringements (detection_id) VALUES (%s) ON CONFLICT (detection_id) 
 """
 
 
-def store(conn: psycopg.Connection, outgoing: list[Outgoing]) -> None:
-    """Upsert the plays (one transaction): idempotent, so replays are harmless."""
-    if not outgoing:
+_UPSERT_STATE = """
+INSERT INTO stream_state (stream_id, state) VALUES (%s, %s)
+ON CONFLICT (stream_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()
+"""
+
+
+def store(conn: psycopg.Connection, outgoing: list[Outgoing], state: tuple[str, dict[str, object]] | None = None) -> None:
+    """Upsert the plays and the stream's state (one transaction): idempotent, so replays are harmless."""
+    if not outgoing and state is None:
         return
     rows = []
     for o in outgoing:
@@ -140,10 +150,13 @@ def store(conn: psycopg.Connection, outgoing: list[Outgoing]) -> None:
             }
         )
     with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(_UPSERT_DETECTION, rows)
+        if rows:
+            cur.executemany(_UPSERT_DETECTION, rows)
         unlicensed = [(r["event_id"],) for r in rows if not r["licensed"]]
         if unlicensed:
             cur.executemany(_INSERT_INFRINGEMENT, unlicensed)
+        if state is not None:
+            cur.execute(_UPSERT_STATE, (state[0], Jsonb(state[1])))
 
 
 class DurableStore:
@@ -160,17 +173,29 @@ class DurableStore:
         self._max_backoff_s = max_backoff_s
         self.failures = 0
 
-    def write(self, outgoing: list[Outgoing]) -> None:
+    def write(self, outgoing: list[Outgoing], state: tuple[str, dict[str, object]] | None = None) -> None:
+        self._retry(f"storing {len(outgoing)} events", lambda conn: store(conn, outgoing, state))
+
+    def saved_state(self, stream: str) -> dict[str, object] | None:
+        """The stream's persisted worker state (``None`` for a new stream)."""
+
+        def read(conn: psycopg.Connection) -> dict[str, object] | None:
+            row = conn.execute("SELECT state FROM stream_state WHERE stream_id = %s", (stream,)).fetchone()
+            conn.commit()
+            return row[0] if row else None
+
+        return self._retry(f"reading the state of stream {stream}", read)
+
+    def _retry(self, what: str, action: Callable[[psycopg.Connection], T]) -> T:
         delay = 0.2
         while True:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = psycopg.connect(self._url, application_name="castwatch-worker", connect_timeout=5)
-                store(self._conn, outgoing)
-                return
+                return action(self._conn)
             except psycopg.OperationalError as e:
                 self.failures += 1
-                log.warning("storing %d events failed, retrying in %.1f s: %s", len(outgoing), delay, str(e).strip())
+                log.warning("%s failed, retrying in %.1f s: %s", what, delay, str(e).strip())
                 if self._conn is not None:
                     self._conn.close()
                 self._conn = None

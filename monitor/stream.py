@@ -86,6 +86,7 @@ class StreamProcessor:
         self._extractor: Extractor | None = None
         self._recent = Landmarks.empty()
         self._next_decision = self._window
+        self._restored_end_s = 0.0
         self.segments = 0
 
     @property
@@ -135,10 +136,33 @@ class StreamProcessor:
             return []
         return self._decide(int(self._recent.t.max()) + 1)
 
+    def snapshot(self) -> dict[str, object]:
+        """What must survive a crash (JSON-able): open plays and where the stream is.
+
+        The extractor's context is not kept: after a restart the first new
+        chunk starts a segment, and the open plays bridge its one-window
+        warm-up (well under the tracker's gap).
+        """
+        return {"tracker": self.tracker.snapshot(), "next_seq": self._next_seq, "end_s": self.end_s}
+
+    @classmethod
+    def restore(
+        cls, state: dict[str, object], matcher: Callable[[], Matcher], window_s: float = WINDOW_S, hop_s: float = HOP_S
+    ) -> "StreamProcessor":
+        tracker = PlayTracker.restore(state["tracker"])  # type: ignore[arg-type]
+        processor = cls(tracker.stream, matcher, tracker, window_s, hop_s)
+        processor._next_seq = state["next_seq"]  # type: ignore[assignment]
+        processor._restored_end_s = float(state["end_s"])  # type: ignore[arg-type]
+        return processor
+
     def _place(self, chunk: Chunk) -> Accepted:
         if self._next_seq is None:
             return Accepted.NEW_SEGMENT
         seq = chunk.sequence
+        if self._extractor is None:  # restored after a restart: nothing to append to
+            if seq < self._next_seq and chunk.end_ns / 1e9 <= self._restored_end_s + 1.0:
+                return Accepted.DUPLICATE
+            return Accepted.NEW_SEGMENT
         if seq == self._next_seq and chunk.rate == self._rate:
             return Accepted.APPENDED
         if seq < self._next_seq and chunk.end_ns / 1e9 <= self.end_s + 1.0:

@@ -37,6 +37,7 @@ class Handled:
     accepted: Accepted | None = None
     seconds: float = 0.0  # audio in the chunk
     outgoing: list[Outgoing] = field(default_factory=list)
+    state: dict[str, object] | None = None  # set: persist with the events (same transaction)
 
 
 class Recordings:
@@ -60,18 +61,24 @@ class Recordings:
             self._conn.close()
 
 
+STATE_EVERY_S = 5.0  # stream time between state saves when nothing else happens
+
+
 class Worker:
     def __init__(
         self,
         index: Callable[[], Index],
         book: Callable[[], LicenceBook],
         recordings: Callable[[int], Recording],
+        saved_state: Callable[[str], dict[str, object] | None] = lambda stream: None,
     ) -> None:
         self._index = index
         self._book = book
         self._recordings = recordings
+        self._saved_state = saved_state
         self._matcher: Matcher | None = None
         self.processors: dict[str, StreamProcessor] = {}
+        self._saved_at: dict[str, float] = {}
 
     def matcher(self) -> Matcher:
         """A matcher over the current index (rebuilt when the catalogue follower swapped it)."""
@@ -87,7 +94,11 @@ class Worker:
             return Handled(dlq_reason=e.reason, dlq_message=str(e))
         processor = self.processors.get(chunk.stream)
         if processor is None:
-            processor = self.processors[chunk.stream] = StreamProcessor(chunk.stream, self.matcher)
+            saved = self._saved_state(chunk.stream)
+            processor = (
+                StreamProcessor.restore(saved, self.matcher) if saved else StreamProcessor(chunk.stream, self.matcher)
+            )
+            self.processors[chunk.stream] = processor
         try:
             fed = processor.feed(chunk)
         except SequenceError as e:
@@ -98,4 +109,10 @@ class Worker:
             track = int(event.play.track)
             decision = book.decide(chunk.stream, track, datetime.fromtimestamp(event.play.started_at, timezone.utc))
             outgoing.append(Outgoing(event, decision, self._recordings(track)))
-        return Handled(chunk.stream, accepted=fed.accepted, seconds=chunk.seconds, outgoing=outgoing)
+        state = None
+        if fed.accepted is not Accepted.DUPLICATE and (
+            outgoing or processor.end_s - self._saved_at.get(chunk.stream, 0.0) >= STATE_EVERY_S
+        ):
+            state = processor.snapshot()
+            self._saved_at[chunk.stream] = processor.end_s
+        return Handled(chunk.stream, accepted=fed.accepted, seconds=chunk.seconds, outgoing=outgoing, state=state)

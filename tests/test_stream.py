@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -161,3 +163,25 @@ def test_silence_gives_no_plays(catalogue) -> None:
     proc = StreamProcessor("fm", lambda: matcher)
     events = [e for c in chunks(np.zeros(60 * RATE, np.float32), [RATE * 5]) for e in proc.feed(c).events]
     assert events == [] and proc.close() == []
+
+
+def test_restored_processor_continues_the_same_play(catalogue) -> None:
+    """A crash mid-play: state saved after chunk k, the broker replays from an earlier offset."""
+    matcher, audio = catalogue
+    x, _ = broadcast(audio)
+    all_chunks = list(chunks(x, [RATE * 2]))
+    whole = StreamProcessor("fm", lambda: matcher)
+    expected = [e for c in all_chunks for e in whole.feed(c).events] + whole.close()
+    first = StreamProcessor("fm", lambda: matcher)
+    events = [e for c in all_chunks[:14] for e in first.feed(c).events]  # 'a' is playing
+    assert [e.kind for e in events] == [STARTED]
+    state = json.loads(json.dumps(first.snapshot()))
+    resumed = StreamProcessor.restore(state, lambda: matcher)
+    replayed = [resumed.feed(c) for c in all_chunks[10:14]]  # uncommitted offsets come again
+    assert all(f.accepted is Accepted.DUPLICATE for f in replayed)
+    events += [e for c in all_chunks[14:] for e in resumed.feed(c).events] + resumed.close()
+    assert [(e.kind, e.play.track, e.event_id) for e in events] == [(e.kind, e.play.track, e.event_id) for e in expected]
+    ended = {e.play.track: e.play for e in events if e.kind == ENDED}
+    want = {e.play.track: e.play for e in expected if e.kind == ENDED}
+    for track in want:
+        assert ended[track].last_seen == pytest.approx(want[track].last_seen, abs=2.0)

@@ -52,7 +52,8 @@ async def publish(url: str, messages: list[tuple[bytes, bytes]]) -> None:
         await producer.stop()
 
 
-async def read(url: str, topic: str, minimum: int, timeout_s: float) -> list[tuple[bytes, bytes, dict]]:
+async def read(url: str, topic: str, minimum: int, timeout_s: float, stream: str) -> list[tuple[bytes, bytes, dict]]:
+    """Messages of ``stream`` (the broker is shared by the session's tests) until ``minimum`` came or time is up."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=url, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     out: list[tuple[bytes, bytes, dict]] = []
@@ -60,7 +61,7 @@ async def read(url: str, topic: str, minimum: int, timeout_s: float) -> list[tup
         deadline = time.monotonic() + timeout_s
         while len(out) < minimum and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500)
-            out += [(m.key, m.value, dict(m.headers)) for msgs in batches.values() for m in msgs]
+            out += [(m.key, m.value, dict(m.headers)) for msgs in batches.values() for m in msgs if m.key == stream.encode()]
     finally:
         await consumer.stop()
     return out
@@ -76,35 +77,57 @@ def catalogue(db_url: str, tmp_path: Path) -> dict[str, int]:
             ((_, track_id),) = catalog.add(conn, [path], {}, TrackMeta(title=f"Song {seed}", owners=(Owner("Acme"),))).added
             ids[f"rec-{seed}"] = track_id
         add_stream(conn, Stream("fm-1", "FM One", "FM One Ltd", "FR"))
+        add_stream(conn, Stream("fm-2", "FM Two", "FM One Ltd", "FR"))
     return ids
 
 
-def test_worker_turns_a_broadcast_into_plays(kafka_broker, db_url: str, catalogue: dict[str, int], tmp_path: Path) -> None:
-    url = kafka_broker.url
-    asyncio.run(ensure_topics(url))
+def start_worker(db_url: str, broker: str, group: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, CASTWATCH_DATABASE_URL=db_url, CASTWATCH_BROKER_URL=broker)
+    return subprocess.Popen(
+        [sys.executable, "-m", "monitor", "worker", "--web-port", str(free_port()), "--group", group],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> str:
+    worker.send_signal(signal.SIGTERM)
+    try:
+        return worker.communicate(timeout=30)[0].decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        return worker.communicate()[0].decode(errors="replace")
+
+
+def broadcast_messages(stream: str = "fm-1") -> list[tuple[bytes, bytes]]:
+    """8 s of noise, 40 s of recording 21 from 5 s, 30 s of noise; 2 s chunks."""
     rng = np.random.default_rng(3)
     x = np.concatenate((0.05 * rng.standard_normal(8 * SAMPLE_RATE), music(60.0, 21)[5 * SAMPLE_RATE : 45 * SAMPLE_RATE],
                         0.05 * rng.standard_normal(30 * SAMPLE_RATE))).astype(np.float32)  # fmt: skip
     size = 2 * SAMPLE_RATE
-    messages = [encode("fm-1", i, T0_NS + i * 2 * 10**9, SAMPLE_RATE, x[i * size : (i + 1) * size]) for i in range(x.shape[0] // size)]
+    return [encode(stream, i, T0_NS + i * 2 * 10**9, SAMPLE_RATE, x[i * size : (i + 1) * size]) for i in range(x.shape[0] // size)]
+
+
+def stored_plays(db_url: str, stream: str) -> list[tuple]:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute(
+            "SELECT d.event_id::text, d.state, extract(epoch FROM d.started_at), extract(epoch FROM d.ended_at), i.status"
+            " FROM detections d LEFT JOIN infringements i ON i.detection_id = d.event_id WHERE d.stream_id = %s",
+            (stream,),
+        ).fetchall()
+
+
+def test_worker_turns_a_broadcast_into_plays(kafka_broker, db_url: str, catalogue: dict[str, int]) -> None:
+    url = kafka_broker.url
+    asyncio.run(ensure_topics(url))
+    messages = broadcast_messages()
     messages.insert(5, (b"fm-1", b"garbage"))
-    env = dict(os.environ, CASTWATCH_DATABASE_URL=db_url, CASTWATCH_BROKER_URL=url)
-    group = f"test-worker-{free_port()}"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "worker", "--web-port", str(free_port()), "--group", group],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    worker = start_worker(db_url, url, f"test-worker-{free_port()}")
     try:
         asyncio.run(publish(url, messages))
-        detections = asyncio.run(read(url, "detections.v1", 2, timeout_s=90))
-        dead = asyncio.run(read(url, "audio.chunks.dlq.v1", 1, timeout_s=10))
+        detections = asyncio.run(read(url, "detections.v1", 2, timeout_s=90, stream="fm-1"))
+        dead = asyncio.run(read(url, "audio.chunks.dlq.v1", 1, timeout_s=10, stream="fm-1"))
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            output = worker.communicate(timeout=30)[0].decode(errors="replace")
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            output = worker.communicate()[0].decode(errors="replace")
+        output = stop_worker(worker)
     events = [json.loads(v) for _, v, _ in detections]
     assert [e["event"] for e in events] == ["play.started", "play.ended"], output[-3000:]
     ended = events[-1]
@@ -113,13 +136,38 @@ def test_worker_turns_a_broadcast_into_plays(kafka_broker, db_url: str, catalogu
     assert ended["event_id"] == events[0]["event_id"]
     assert ended["ref_start_s"] == pytest.approx(5.0, abs=2.0)
     assert any(h.get("reason") == b"truncated" for _, _, h in dead)
-    with psycopg.connect(db_url) as conn:
-        rows = conn.execute(
-            "SELECT d.event_id::text, d.state, extract(epoch FROM d.started_at), extract(epoch FROM d.ended_at), i.status"
-            " FROM detections d LEFT JOIN infringements i ON i.detection_id = d.event_id"
-        ).fetchall()
-    assert len(rows) == 1
-    event_id, state, started, ended_at, status = rows[0]
+    ((event_id, state, started, ended_at, status),) = stored_plays(db_url, "fm-1")
     assert event_id == ended["event_id"] and state == "ended" and status == "open"
     assert float(started) - T0_NS / 1e9 == pytest.approx(8.0, abs=2.0)
+    assert float(ended_at) - T0_NS / 1e9 == pytest.approx(48.0, abs=2.0)
+
+
+def test_kill_9_mid_play_gives_the_play_exactly_once(kafka_broker, db_url: str, catalogue: dict[str, int]) -> None:
+    url = kafka_broker.url
+    asyncio.run(ensure_topics(url))
+    messages = broadcast_messages("fm-2")
+    group = f"test-worker-{free_port()}"
+    worker = start_worker(db_url, url, group)
+    try:
+        asyncio.run(publish(url, messages[:14]))  # 28 s: the recording has been playing for 20 s
+        started = asyncio.run(read(url, "detections.v1", 1, timeout_s=90, stream="fm-2"))
+        assert [json.loads(v)["event"] for _, v, _ in started] == ["play.started"]
+    finally:
+        worker.kill()  # SIGKILL: no shutdown, no final commit
+        worker.communicate()
+    worker = start_worker(db_url, url, group)
+    try:
+        asyncio.run(publish(url, messages[14:]))
+        deadline = time.monotonic() + 120
+        detections = asyncio.run(read(url, "detections.v1", 2, timeout_s=120, stream="fm-2"))
+        while time.monotonic() < deadline and json.loads(detections[-1][1])["event"] != "play.ended":
+            detections = asyncio.run(read(url, "detections.v1", len(detections) + 1, timeout_s=5, stream="fm-2"))
+    finally:
+        output = stop_worker(worker)
+    events = [json.loads(v) for _, v, _ in detections]
+    assert {e["event_id"] for e in events} == {events[0]["event_id"]}, output[-3000:]
+    assert events[-1]["event"] == "play.ended"
+    ((event_id, state, started_at, ended_at, status),) = stored_plays(db_url, "fm-2")
+    assert event_id == events[0]["event_id"] and state == "ended" and status == "open"
+    assert float(started_at) - T0_NS / 1e9 == pytest.approx(8.0, abs=2.0)
     assert float(ended_at) - T0_NS / 1e9 == pytest.approx(48.0, abs=2.0)

@@ -25,7 +25,7 @@ GRANT USAGE ON SCHEMA public TO castwatch_worker, castwatch_curator, castwatch_r
 -- infringements only. They cannot change what is licensed or delete evidence.
 GRANT SELECT ON schema_migrations, catalogue_state, holders, tracks, ownership, streams, licences, fingerprints
     TO castwatch_worker;
-GRANT SELECT, INSERT, UPDATE ON detections, infringements TO castwatch_worker;
+GRANT SELECT, INSERT, UPDATE ON detections, infringements, stream_state TO castwatch_worker;
 
 -- Catalogue curators (`castwatch catalog|holders|streams|licences`): manage
 -- the catalogue and licences; read detections; acknowledge infringements.
