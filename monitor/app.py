@@ -13,11 +13,16 @@ is exactly-once in effect.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from monitor import metrics
 from monitor.events import DurableStore
-from monitor.worker import Worker
+from monitor.stream import Accepted
+from monitor.tracker import STARTED
+from monitor.worker import Handled, Worker
 
 CHUNKS = "audio.chunks.v1"
 DLQ = "audio.chunks.dlq.v1"
@@ -50,7 +55,10 @@ def create_app(broker_url: str, worker: Worker, store: DurableStore, web_port: i
     @app.agent(chunks, concurrency=1)
     async def process(stream: faust.StreamT) -> None:
         async for event in stream.events():
+            started = time.perf_counter()
             handled = await asyncio.to_thread(worker.handle, event.key, event.value)
+            metrics.CHUNK_SECONDS.observe(time.perf_counter() - started)
+            record(handled)
             if handled.dlq_reason is not None:
                 reason = {"reason": handled.dlq_reason.encode(), "error": (handled.dlq_message or "").encode()}
                 await durable_send(DLQ, event.key, event.value, reason)
@@ -62,4 +70,39 @@ def create_app(broker_url: str, worker: Worker, store: DurableStore, web_port: i
                     for topic, key, value in outgoing.messages():
                         await durable_send(topic, key, value)
 
+    @app.page("/metrics")
+    async def metrics_page(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        metrics.STORE_FAILURES.set(store.failures)
+        # aiohttp refuses a charset inside content_type, so the exposition format's type goes in as a header
+        return view.bytes(generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.timer(interval=5.0)
+    async def measure_lag() -> None:
+        for tp in app.consumer.assignment():
+            if tp.topic == CHUNKS:
+                position = await app.consumer.position(tp)
+                if position is not None:
+                    metrics.LAG.labels(str(tp.partition)).set(max(0, app.consumer.highwater(tp) - position))
+
     return app
+
+
+def record(handled: Handled) -> None:
+    """Count what one message did."""
+    if handled.dlq_reason is not None:
+        metrics.DLQ.labels(handled.dlq_reason).inc()
+        return
+    assert handled.stream is not None
+    if handled.accepted is Accepted.DUPLICATE:
+        metrics.DUPLICATES.labels(handled.stream).inc()
+        return
+    if handled.accepted is Accepted.NEW_SEGMENT:
+        metrics.SEGMENTS.labels(handled.stream).inc()
+    metrics.saw_audio(handled.stream, handled.seconds)
+    for outgoing in handled.outgoing:
+        play = outgoing.event.play
+        metrics.PLAYS.labels("started" if outgoing.event.kind == STARTED else "ended").inc()
+        if outgoing.event.kind == STARTED:
+            metrics.DETECTION_LATENCY.observe(handled.stream_time - play.started_at)
+            if not outgoing.decision.licensed:
+                metrics.INFRINGEMENTS.inc()

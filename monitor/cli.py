@@ -41,6 +41,7 @@ def _cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from faust import Worker as FaustWorker
 
+    from monitor import metrics
     from monitor.app import create_app
     from monitor.events import DurableStore
     from monitor.kafka.local import broker_url
@@ -51,7 +52,7 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     db = database_url(settings)
     broker = broker_url(settings)
     recordings = Recordings(db)
-    with LiveCatalogue(db) as live:
+    with LiveCatalogue(db, on_index=metrics.index_changed) as live:
         print(
             f"castwatch worker: {live.index.n_tracks} recordings ({live.index.seconds / 3600:.1f} h) from {db.split('@')[-1]},"
             f" broker {broker}, metrics and health on http://127.0.0.1:{args.web_port}/",

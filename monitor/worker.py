@@ -36,6 +36,7 @@ class Handled:
     dlq_message: str | None = None
     accepted: Accepted | None = None
     seconds: float = 0.0  # audio in the chunk
+    stream_time: float = 0.0  # stream time (s since epoch) after this chunk
     outgoing: list[Outgoing] = field(default_factory=list)
     state: dict[str, object] | None = None  # set: persist with the events (same transaction)
 
@@ -115,4 +116,7 @@ class Worker:
         ):
             state = processor.snapshot()
             self._saved_at[chunk.stream] = processor.end_s
-        return Handled(chunk.stream, accepted=fed.accepted, seconds=chunk.seconds, outgoing=outgoing, state=state)
+        return Handled(
+            chunk.stream, accepted=fed.accepted, seconds=chunk.seconds, stream_time=processor.end_s,
+            outgoing=outgoing, state=state,
+        )  # fmt: skip

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -81,12 +82,25 @@ def catalogue(db_url: str, tmp_path: Path) -> dict[str, int]:
     return ids
 
 
-def start_worker(db_url: str, broker: str, group: str) -> subprocess.Popen[bytes]:
+def start_worker(db_url: str, broker: str, group: str, web_port: int | None = None) -> subprocess.Popen[bytes]:
     env = dict(os.environ, CASTWATCH_DATABASE_URL=db_url, CASTWATCH_BROKER_URL=broker)
     return subprocess.Popen(
-        [sys.executable, "-m", "monitor", "worker", "--web-port", str(free_port()), "--group", group],
+        [sys.executable, "-m", "monitor", "worker", "--web-port", str(web_port or free_port()), "--group", group],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The worker's /metrics as {"name{labels}": value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> str:
@@ -121,11 +135,16 @@ def test_worker_turns_a_broadcast_into_plays(kafka_broker, db_url: str, catalogu
     asyncio.run(ensure_topics(url))
     messages = broadcast_messages()
     messages.insert(5, (b"fm-1", b"garbage"))
-    worker = start_worker(db_url, url, f"test-worker-{free_port()}")
+    port = free_port()
+    worker = start_worker(db_url, url, f"test-worker-{free_port()}", port)
     try:
         asyncio.run(publish(url, messages))
         detections = asyncio.run(read(url, "detections.v1", 2, timeout_s=90, stream="fm-1"))
         dead = asyncio.run(read(url, "audio.chunks.dlq.v1", 1, timeout_s=10, stream="fm-1"))
+        deadline = time.monotonic() + 30
+        while (seen := scrape(port)).get('castwatch_chunks_total{stream="fm-1"}') != len(messages) - 1:
+            assert time.monotonic() < deadline, "the worker did not process every chunk"
+            time.sleep(0.5)
     finally:
         output = stop_worker(worker)
     events = [json.loads(v) for _, v, _ in detections]
@@ -136,6 +155,15 @@ def test_worker_turns_a_broadcast_into_plays(kafka_broker, db_url: str, catalogu
     assert ended["event_id"] == events[0]["event_id"]
     assert ended["ref_start_s"] == pytest.approx(5.0, abs=2.0)
     assert any(h.get("reason") == b"truncated" for _, _, h in dead)
+    assert seen['castwatch_chunks_total{stream="fm-1"}'] == len(messages) - 1
+    assert seen['castwatch_audio_seconds_total{stream="fm-1"}'] == pytest.approx(2.0 * (len(messages) - 1))
+    assert seen['castwatch_dlq_messages_total{reason="truncated"}'] == 1
+    assert seen['castwatch_play_events_total{event="started"}'] == 1 and seen["castwatch_infringements_total"] == 1
+    assert seen["castwatch_detection_latency_seconds_count"] == 1
+    assert seen["castwatch_detection_latency_seconds_sum"] <= 16.0  # within a window and a hop of the play's start
+    assert seen["castwatch_chunk_processing_seconds_count"] == len(messages)
+    assert seen["castwatch_index_recordings"] == 2 and seen["castwatch_index_postings"] > 0
+    assert 0 <= seen['castwatch_stream_seconds_since_audio{stream="fm-1"}'] < 60
     ((event_id, state, started, ended_at, status),) = stored_plays(db_url, "fm-1")
     assert event_id == ended["event_id"] and state == "ended" and status == "open"
     assert float(started) - T0_NS / 1e9 == pytest.approx(8.0, abs=2.0)
