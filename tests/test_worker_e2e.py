@@ -90,11 +90,15 @@ def start_worker(db_url: str, broker: str, group: str, web_port: int | None = No
     )  # fmt: skip
 
 
+def scrape_text(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=")
+        return response.read().decode()
+
+
 def scrape(port: int) -> dict[str, float]:
     """The worker's /metrics as {"name{labels}": value}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        assert response.headers["Content-Type"].startswith("text/plain")
-        text = response.read().decode()
+    text = scrape_text(port)
     values = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -145,6 +149,7 @@ def test_worker_turns_a_broadcast_into_plays(kafka_broker, db_url: str, catalogu
         while (seen := scrape(port)).get('castwatch_chunks_total{stream="fm-1"}') != len(messages) - 1:
             assert time.monotonic() < deadline, "the worker did not process every chunk"
             time.sleep(0.5)
+        exposition = scrape_text(port)
     finally:
         output = stop_worker(worker)
     events = [json.loads(v) for _, v, _ in detections]
@@ -164,6 +169,8 @@ def test_worker_turns_a_broadcast_into_plays(kafka_broker, db_url: str, catalogu
     assert seen["castwatch_chunk_processing_seconds_count"] == len(messages)
     assert seen["castwatch_index_recordings"] == 2 and seen["castwatch_index_postings"] > 0
     assert 0 <= seen['castwatch_stream_seconds_since_audio{stream="fm-1"}'] < 60
+    lint = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True, text=True)
+    assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), lint.stdout + lint.stderr
     ((event_id, state, started, ended_at, status),) = stored_plays(db_url, "fm-1")
     assert event_id == ended["event_id"] and state == "ended" and status == "open"
     assert float(started) - T0_NS / 1e9 == pytest.approx(8.0, abs=2.0)
