@@ -27,21 +27,18 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from monitor.rights.db import Reconnecting
 from monitor.rights.licences import Decision
 from monitor.tracker import ENDED, PlayEvent
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 DETECTION_SCHEMA = "castwatch.detection.v1"
 INFRINGEMENT_SCHEMA = "castwatch.infringement.v1"
@@ -160,21 +157,22 @@ def store(conn: psycopg.Connection, outgoing: list[Outgoing], state: tuple[str, 
 
 
 class DurableStore:
-    """``store`` with reconnection: retried with backoff until it succeeds, each failure logged.
+    """``store`` that waits out database outages (see ``Reconnecting``).
 
     The worker must not commit a chunk's offset before its events are
-    durable, so there is no giving up: a database outage stalls the stream
-    (lag grows, the metrics and alerts show it) and nothing is lost.
+    durable, so there is no giving up: an outage stalls the stream (lag
+    grows, the metrics and alerts show it) and nothing is lost.
     """
 
-    def __init__(self, url: str, max_backoff_s: float = 10.0) -> None:
-        self._url = url
-        self._conn: psycopg.Connection | None = None
-        self._max_backoff_s = max_backoff_s
-        self.failures = 0
+    def __init__(self, url: str) -> None:
+        self._db = Reconnecting(url, "castwatch-worker")
+
+    @property
+    def failures(self) -> int:
+        return self._db.failures
 
     def write(self, outgoing: list[Outgoing], state: tuple[str, dict[str, object]] | None = None) -> None:
-        self._retry(f"storing {len(outgoing)} events", lambda conn: store(conn, outgoing, state))
+        self._db.run(f"storing {len(outgoing)} events", lambda conn: store(conn, outgoing, state))
 
     def saved_state(self, stream: str) -> dict[str, object] | None:
         """The stream's persisted worker state (``None`` for a new stream)."""
@@ -184,24 +182,7 @@ class DurableStore:
             conn.commit()
             return row[0] if row else None
 
-        return self._retry(f"reading the state of stream {stream}", read)
-
-    def _retry(self, what: str, action: Callable[[psycopg.Connection], T]) -> T:
-        delay = 0.2
-        while True:
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = psycopg.connect(self._url, application_name="castwatch-worker", connect_timeout=5)
-                return action(self._conn)
-            except psycopg.OperationalError as e:
-                self.failures += 1
-                log.warning("%s failed, retrying in %.1f s: %s", what, delay, str(e).strip())
-                if self._conn is not None:
-                    self._conn.close()
-                self._conn = None
-                time.sleep(delay)
-                delay = min(delay * 2, self._max_backoff_s)
+        return self._db.run(f"reading the state of stream {stream}", read)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        self._db.close()

@@ -15,12 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import psycopg
-
 from fingerprint.index import Index
 from fingerprint.matcher import Matcher
 from monitor import chunks
 from monitor.events import Outgoing, Recording
+from monitor.rights.db import Reconnecting
 from monitor.rights.licences import LicenceBook
 from monitor.stream import Accepted, SequenceError, StreamProcessor
 
@@ -45,21 +44,20 @@ class Recordings:
     """Title, artist and ISRC by track id, read from the database on first use and kept."""
 
     def __init__(self, url: str) -> None:
-        self._url = url
+        self._db = Reconnecting(url, "castwatch-worker-metadata", autocommit=True)
         self._known: dict[int, Recording] = {}
-        self._conn: psycopg.Connection | None = None
 
     def get(self, track_id: int) -> Recording:
         if track_id not in self._known:
-            if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(self._url, autocommit=True, application_name="castwatch-worker-metadata")
-            row = self._conn.execute("SELECT title, artist, isrc FROM tracks WHERE id = %s", (track_id,)).fetchone()
+            row = self._db.run(
+                f"reading recording {track_id}",
+                lambda conn: conn.execute("SELECT title, artist, isrc FROM tracks WHERE id = %s", (track_id,)).fetchone(),
+            )
             self._known[track_id] = Recording(*row) if row else Recording(f"track {track_id}", "", None)
         return self._known[track_id]
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        self._db.close()
 
 
 STATE_EVERY_S = 5.0  # stream time between state saves when nothing else happens

@@ -206,3 +206,73 @@ def test_kill_9_mid_play_gives_the_play_exactly_once(kafka_broker, db_url: str, 
     assert event_id == events[0]["event_id"] and state == "ended" and status == "open"
     assert float(started_at) - T0_NS / 1e9 == pytest.approx(8.0, abs=2.0)
     assert float(ended_at) - T0_NS / 1e9 == pytest.approx(48.0, abs=2.0)
+
+
+def wait_for_event(url: str, stream: str, event: str, timeout_s: float) -> list[dict]:
+    """Every detection of ``stream`` once one of them is ``event`` (fails after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    found: list[tuple[bytes, bytes, dict]] = []
+    while time.monotonic() < deadline:
+        found = asyncio.run(read(url, "detections.v1", len(found) + 1, timeout_s=3, stream=stream))
+        events = [json.loads(v) for _, v, _ in found]
+        if any(e["event"] == event for e in events):
+            return events
+    raise AssertionError(f"no {event} for {stream} within {timeout_s} s: {found}")
+
+
+def test_database_outage_stalls_the_worker_and_loses_nothing(kafka_broker, pg_server, db_url: str, catalogue: dict[str, int]) -> None:
+    url = kafka_broker.url
+    asyncio.run(ensure_topics(url))
+    messages = broadcast_messages("fm-2")
+    worker = start_worker(db_url, url, f"test-worker-{free_port()}")
+    try:
+        asyncio.run(publish(url, messages[:14]))
+        wait_for_event(url, "fm-2", "play.started", 90)
+        pg_server.server.stop()
+        try:
+            asyncio.run(publish(url, messages[14:]))
+            time.sleep(8)  # the play ends during the outage: its event cannot be stored, so it is not sent
+            assert "play.ended" not in [json.loads(v)["event"] for _, v, _ in asyncio.run(read(url, "detections.v1", 99, 2, "fm-2"))]
+            assert worker.poll() is None
+        finally:
+            pg_server.server.start()
+        events = wait_for_event(url, "fm-2", "play.ended", 90)
+    finally:
+        output = stop_worker(worker)
+    assert {e["event_id"] for e in events} == {events[0]["event_id"]}, output[-3000:]
+    ((_, state, _, ended_at, _),) = stored_plays(db_url, "fm-2")
+    assert state == "ended" and float(ended_at) - T0_NS / 1e9 == pytest.approx(48.0, abs=2.0)
+    assert "failed, retrying" in output
+
+
+def test_a_thousand_malformed_messages_go_to_the_dead_letter_topic(kafka_broker, db_url: str, catalogue: dict[str, int]) -> None:
+    url = kafka_broker.url
+    asyncio.run(ensure_topics(url))
+    rng = np.random.default_rng(9)
+    good_key, good = encode("fm-bad", 0, T0_NS, SAMPLE_RATE, np.zeros(SAMPLE_RATE, np.int16))
+    kinds = [
+        lambda i: (b"fm-bad", rng.bytes(int(rng.integers(0, 64)))),  # noise
+        lambda i: (b"fm-bad", b"XXXX" + good[4:]),  # bad magic
+        lambda i: (b"fm-bad", good[:-1]),  # wrong length
+        lambda i: (b"fm bad", good),  # bad key
+        lambda i: (b"fm-bad", good[:12] + (2**40).to_bytes(8, "little") + good[20:]),  # sequence jump
+    ]
+    bad = [kinds[i % len(kinds)](i) for i in range(1000)]
+    port = free_port()
+    worker = start_worker(db_url, url, f"test-worker-{free_port()}", port)
+    try:
+        asyncio.run(publish(url, [(good_key, good)] + bad + [encode("fm-bad", 1, T0_NS + 10**9, SAMPLE_RATE, np.zeros(SAMPLE_RATE, np.int16))]))
+        dead = asyncio.run(read(url, "audio.chunks.dlq.v1", 1000, timeout_s=120, stream="fm-bad"))
+        dead += asyncio.run(read(url, "audio.chunks.dlq.v1", 1000, timeout_s=5, stream="fm bad"))
+        deadline = time.monotonic() + 30
+        while scrape(port).get('castwatch_chunks_total{stream="fm-bad"}') != 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        seen = scrape(port)
+    finally:
+        output = stop_worker(worker)
+    reasons = [h.get("reason", b"").decode() for _, _, h in dead]
+    assert len(reasons) >= 1000, output[-2000:]
+    assert {"bad_magic", "bad_length", "bad_key", "bad_sequence"} <= set(reasons)
+    assert all(h.get("error") for _, _, h in dead)
+    assert sum(v for k, v in seen.items() if k.startswith("castwatch_dlq_messages_total")) >= 1000

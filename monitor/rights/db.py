@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import TypeVar
 import psycopg
 
 from monitor.rights import migrations
@@ -11,6 +13,7 @@ from monitor.rights.localdb import LocalServer, find_bindir
 from monitor.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 10
 
@@ -89,3 +92,43 @@ def open_checked(url: str, autocommit: bool = False, attempts: int = 1) -> psyco
         conn.close()
         raise
     return conn
+
+
+class Reconnecting:
+    """One connection that comes back: ``run`` retries an action after a lost connection, forever.
+
+    For the worker, which must not drop what it has to store: a database
+    outage stalls it (each failed attempt logged and counted in
+    ``failures``, backoff 0.2 s doubling to ``max_backoff_s``) and it goes
+    on when the database is back.
+    """
+
+    def __init__(self, url: str, purpose: str, max_backoff_s: float = 10.0, autocommit: bool = False) -> None:
+        self._url = url
+        self._purpose = purpose
+        self._autocommit = autocommit
+        self._max_backoff_s = max_backoff_s
+        self._conn: psycopg.Connection | None = None
+        self.failures = 0
+
+    def run(self, what: str, action: Callable[[psycopg.Connection], T]) -> T:
+        delay = 0.2
+        while True:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = psycopg.connect(
+                        self._url, autocommit=self._autocommit, application_name=self._purpose, connect_timeout=5
+                    )
+                return action(self._conn)
+            except psycopg.OperationalError as e:
+                self.failures += 1
+                log.warning("%s failed, retrying in %.1f s: %s", what, delay, str(e).strip())
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
+                time.sleep(delay)
+                delay = min(delay * 2, self._max_backoff_s)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
