@@ -69,6 +69,73 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from monitor import ingest
+    from monitor.kafka.local import broker_url
+
+    url = broker_url(settings)
+    summary = ingest.run_until_signalled(
+        lambda stop: ingest.ingest(
+            args.source, args.stream, url, topic=args.topic, rate=args.rate, chunk_seconds=args.chunk_seconds,
+            fast=args.fast, stop=stop,
+        )
+    )  # fmt: skip
+    if summary.stopped:
+        print(f"stopped: {summary.chunks} chunks ({summary.audio_seconds:.1f} s of audio) sent and flushed", file=sys.stderr)
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from fingerprint.audio import audio_files
+    from monitor import ingest, simulate
+    from monitor.kafka.local import broker_url
+
+    if not args.catalogue_dir.is_dir():
+        raise simulate.SimulationError(f"--catalogue-dir {args.catalogue_dir}: not a directory")
+    files = audio_files([str(args.catalogue_dir)])
+    url = broker_url(settings)
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    try:
+        ingest.run_until_signalled(
+            lambda stop: simulate.simulate(
+                files, args.streams, args.minutes, args.seed, url, out, topic=args.topic, prefix=args.prefix,
+                rate=args.rate, chunk_seconds=args.chunk_seconds, codec_kbps=args.codec_kbps, fast=args.fast,
+                stop=stop,
+            )
+        )  # fmt: skip
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def _add_capture_commands(sub: argparse._SubParsersAction) -> None:
+    from monitor.ingest import DEFAULT_CHUNK_SECONDS, DEFAULT_RATE, TOPIC
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--fast", action="store_true", help="send as fast as the broker takes it, not in real time")
+        p.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS, help="audio per chunk (default 2)")
+        p.add_argument("--rate", type=int, default=DEFAULT_RATE, help=f"sample rate of the chunks (default {DEFAULT_RATE})")
+        p.add_argument("--topic", default=TOPIC, help=f"Kafka topic (default {TOPIC})")
+
+    ing = sub.add_parser("ingest", help="capture a file or URL (HTTP, Icecast, HLS) into audio chunks on Kafka")
+    ing.add_argument("source", metavar="SOURCE", help="an audio file, or a URL (captured until SIGINT/SIGTERM)")
+    ing.add_argument("--stream", required=True, help="the stream id (the Kafka key of its chunks)")
+    common(ing)
+    ing.set_defaults(run=_cmd_ingest)
+
+    sim = sub.add_parser("simulate", help="publish simulated broadcasts of catalogue recordings; print the truth")
+    sim.add_argument("--streams", type=int, required=True, help="how many streams")
+    sim.add_argument("--minutes", type=float, required=True, help="broadcast length of each stream")
+    sim.add_argument("--seed", type=int, default=0, help="same seed, same broadcasts (default 0)")
+    sim.add_argument("--catalogue-dir", type=Path, required=True, help="catalogue recordings (WAV, FLAC, OGG, ...)")
+    sim.add_argument("--out", type=Path, help="truth file, JSON lines (default: stdout)")
+    sim.add_argument("--prefix", default="sim", help="stream ids are PREFIX-1 .. PREFIX-N (default sim)")
+    sim.add_argument("--codec-kbps", type=int, help="pass every item through MP3 at this bitrate")
+    common(sim)
+    sim.set_defaults(run=_cmd_simulate)
+
+
 def _add_rights_commands(sub: argparse._SubParsersAction) -> None:
     from fingerprint.cli import jobs_arg
     from monitor.rights import commands as c
@@ -180,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="castwatch", description="Broadcast copyright monitoring.")
     parser.add_argument("--verbose", "-v", action="store_true", help="log what happens behind the scenes")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="index synthesised recordings and identify a degraded broadcast excerpt")
+    p_demo = sub.add_parser("demo", help="the main job on local defaults: local PostgreSQL, a demo catalogue and licence, identify a broadcast excerpt")
     p_demo.add_argument("--workdir", type=Path, help="where to write the demo files (default: a new temp dir)")
     p_demo.set_defaults(run=_cmd_demo)
     _add_rights_commands(sub)
@@ -189,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--group", default="castwatch-worker", help="Kafka consumer group (workers of one deployment share it)")
     worker.add_argument("--loglevel", default="warning", choices=("debug", "info", "warning", "error"))
     worker.set_defaults(run=_cmd_worker)
+    _add_capture_commands(sub)
     kafka = sub.add_parser("kafka", help="the local Kafka broker (when CASTWATCH_BROKER_URL is unset)")
     kafka.add_argument("action", choices=("up", "down", "url"), help="start it (printing its URL), stop it, or print the URL")
     kafka.set_defaults(run=_cmd_kafka)
@@ -196,13 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fingerprint.audio import AudioError
     from fingerprint.index import IndexFormatError
+    from monitor.ingest import IngestError
+    from monitor.kafka.local import LocalBrokerError
     from monitor.rights.catalog import CatalogError
     from monitor.rights.db import DatabaseError
     from monitor.rights.licences import LicenceError
     from monitor.rights.localdb import LocalDatabaseError
-    from monitor.kafka.local import LocalBrokerError
     from monitor.rights.migrations import SchemaError
+    from monitor.simulate import SimulationError
     from monitor.settings import SettingsError
 
     args = build_parser().parse_args(argv)
@@ -221,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         LicenceError,
         IndexFormatError,
         LocalBrokerError,
+        IngestError,
+        SimulationError,
+        AudioError,
     ) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
