@@ -20,15 +20,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor import metrics
 from monitor.events import DurableStore
+from monitor.kafka.topics import CHUNKS, DETECTIONS, DLQ, INFRINGEMENTS
 from monitor.stream import Accepted
 from monitor.tracker import STARTED
 from monitor.worker import Handled, Worker
-
-CHUNKS = "audio.chunks.v1"
-DLQ = "audio.chunks.dlq.v1"
-DETECTIONS = "detections.v1"
-INFRINGEMENTS = "infringements.v1"
-
 
 def create_app(broker_url: str, worker: Worker, store: DurableStore, web_port: int, app_id: str = "castwatch-worker") -> faust.App:
     brokers = ";".join(f"kafka://{server.strip()}" for server in broker_url.split(","))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -45,12 +46,14 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from monitor.app import create_app
     from monitor.events import DurableStore
     from monitor.kafka.local import broker_url
+    from monitor.kafka.topics import ensure_topics
     from monitor.rights.db import database_url
     from monitor.rights.snapshot import LiveCatalogue
     from monitor.worker import Recordings, Worker
 
     db = database_url(settings)
     broker = broker_url(settings)
+    asyncio.run(ensure_topics(broker, args.partitions))
     recordings = Recordings(db)
     with LiveCatalogue(db, on_index=metrics.index_changed) as live:
         print(
@@ -253,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rights_commands(sub)
     worker = sub.add_parser("worker", help="the monitoring daemon: audio chunks from Kafka to plays, detections, infringements")
     worker.add_argument("--web-port", type=int, default=6066, help="HTTP port for metrics and health (default 6066)")
+    worker.add_argument("--partitions", type=int, default=4, help="partitions of topics it creates (default 4)")
     worker.add_argument("--group", default="castwatch-worker", help="Kafka consumer group (workers of one deployment share it)")
     worker.add_argument("--loglevel", default="warning", choices=("debug", "info", "warning", "error"))
     worker.set_defaults(run=_cmd_worker)

@@ -1,18 +1,28 @@
-"""``castwatch demo``: the main job end to end on local defaults, in well under a minute.
+"""``castwatch demo``: the main job end to end on local defaults, in about a minute.
 
-Starts the local PostgreSQL (``castwatch db up``'s server, database
-``castwatch_demo`` so that it never mixes with your own catalogue), adds a
-small synthesised catalogue with its rights-holders, registers a stream and
-its licence, then plays a degraded excerpt of one recording the way a radio
-would (3 % fast, a presenter-level noise bed, a phone-line band limit) and
-identifies it: recording, holders, times, and whether the stream was licensed.
+1. Starts the local PostgreSQL (``castwatch db up``'s server, database
+   ``castwatch_demo`` so that it never mixes with your own catalogue), adds a
+   small synthesised catalogue with its rights-holders, registers a stream and
+   its licence, then plays a degraded excerpt of one recording the way a radio
+   would (3 % fast, a presenter-level noise bed, a phone-line band limit) and
+   identifies it: recording, holders, times, and whether the stream was licensed.
+2. Starts the local Kafka broker and a worker, composes a few minutes of
+   broadcast from the catalogue (crossfades, talk-over, jingles, songs not in
+   the catalogue, radio speed-up), publishes it, and prints detections and
+   infringements as the worker emits them, then the ground truth beside them.
+
 Re-running it reuses what is already there.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
 import sys
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
@@ -26,9 +36,14 @@ from fingerprint.params import SAMPLE_RATE
 from fingerprint.synth import music
 from monitor.rights import catalog, identify, licences, migrations
 from monitor.rights.catalog import Owner, TrackMeta
-from monitor.rights.db import local_server
+from monitor.ingest import ChunkPublisher, chunk_samples, plan_chunks
+from monitor.kafka.local import broker_url
+from monitor.kafka.topics import CHUNKS, DETECTIONS, ensure_topics
 from monitor.rights.commands import describe_matches
+from monitor.rights.db import local_server
+from monitor.rights.localdb import free_port
 from monitor.settings import Settings
+from monitor.simulate import compose
 
 DATABASE = "castwatch_demo"
 TRACK_SECONDS = 60.0
@@ -82,8 +97,10 @@ def _catalogue(conn: psycopg.Connection, root: Path, out: TextIO) -> dict[int, P
     return files
 
 
-def run(workdir: Path | None = None, settings: Settings | None = None, out: TextIO = sys.stdout) -> int:
-    """Set up, degrade, identify; print what happens. Returns 0 when the excerpt is found."""
+def run(
+    workdir: Path | None = None, settings: Settings | None = None, out: TextIO = sys.stdout, live: bool = True
+) -> int:
+    """Set up, identify an excerpt, then (``live``) monitor a simulated broadcast. 0 when both found what they should."""
     settings = settings or Settings.from_env()
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="castwatch-demo-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -116,4 +133,89 @@ def run(workdir: Path | None = None, settings: Settings | None = None, out: Text
         f"try it yourself:\n  CASTWATCH_DATABASE_URL={url} .venv/bin/castwatch identify {query} --stream {STREAM.id}",
         file=out,
     )
-    return 0 if found and found[0].title == title and found[0].licensed is False else 1
+    identified = bool(found) and found[0].title == title and found[0].licensed is False
+    if not live:
+        return 0 if identified else 1
+    return 0 if identified and _monitor(url, settings, list(files.values()), root, out) else 1
+
+
+BROADCAST_MINUTES = 3.0
+OFF_AIR_S = 30.0  # quiet at the end, so that the last play ends too
+
+
+def _monitor(db_url: str, settings: Settings, catalogue: list[Path], root: Path, out: TextIO) -> bool:
+    """Worker + simulated broadcast; print events as they come. True when every true play was found once."""
+    print("\n--- live monitoring ---", file=out)
+    broker = broker_url(settings)
+    asyncio.run(ensure_topics(broker))
+    port = free_port()
+    env = dict(os.environ, CASTWATCH_DATABASE_URL=db_url, CASTWATCH_BROKER_URL=broker)
+    log = open(root / "worker.log", "wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "worker", "--web-port", str(port), "--group", "castwatch-demo"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    print(f"  Kafka {broker}; worker pid {worker.pid}, metrics on http://127.0.0.1:{port}/metrics, log {log.name}", file=out)
+    try:
+        composition = compose(catalogue, BROADCAST_MINUTES, seed=7)
+        quiet = np.random.default_rng(0).normal(0, 1e-3, int(OFF_AIR_S * composition.rate)).astype(np.float32)
+        samples = np.concatenate((composition.samples, quiet))
+        print(f"  broadcast: {BROADCAST_MINUTES:g} min on {STREAM.id} with {len(composition.truth)} catalogue plays,"
+              " jingles, talk-over and songs not in the catalogue; events as the worker emits them:", file=out)  # fmt: skip
+        events = asyncio.run(_publish_and_follow(broker, samples, composition.rate, len(composition.truth), out))
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        log.close()
+    titles = {path.stem: title for (_, title, _, _), path in zip(CATALOGUE, catalogue)}
+    print("  ground truth:", file=out)
+    for play in composition.truth:
+        print(f"    {titles.get(Path(play.recording).stem, play.recording):14s} {play.stream_start:6.1f}-{play.stream_end:6.1f} s"
+              f"  recording {play.ref_start:5.1f}-{play.ref_end:5.1f} s  x{play.speed:.3f}", file=out)  # fmt: skip
+    ended = [e for e in events if e["event"] == "play.ended"]
+    print(f"  {len(ended)} plays detected for {len(composition.truth)} in the truth;"
+          f" query them in PostgreSQL (table detections) or keep a worker running: `castwatch worker`", file=out)  # fmt: skip
+    return len(ended) == len(composition.truth)
+
+
+async def _publish_and_follow(broker: str, samples: np.ndarray, rate: int, plays: int, out: TextIO) -> list[dict]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(DETECTIONS, bootstrap_servers=broker, auto_offset_reset="latest", group_id=None)
+    await consumer.start()
+    try:
+        await consumer.seek_to_end()
+        start_ns = time.time_ns()
+        async with ChunkPublisher(broker, CHUNKS) as publisher:  # as fast as the broker takes it
+            for chunk in plan_chunks(samples, rate, chunk_samples(rate, 2.0), start_ns):
+                await publisher.send(STREAM.id, chunk, rate)
+        events: list[dict] = []
+        deadline = time.monotonic() + 120
+        while sum(e["event"] == "play.ended" for e in events) < plays and time.monotonic() < deadline:
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                for m in messages:
+                    event = json.loads(m.value)
+                    if m.key != STREAM.id.encode() or event["started_at"] < _iso_ns(start_ns):
+                        continue
+                    events.append(event)
+                    _print_event(event, start_ns, out)
+        return events
+    finally:
+        await consumer.stop()
+
+
+def _iso_ns(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _print_event(event: dict, start_ns: int, out: TextIO) -> None:
+    def at(iso: str) -> float:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() - start_ns / 1e9
+
+    span = f"{at(event['started_at']):6.1f} s" + (f"-{at(event['ended_at']):6.1f} s" if event["ended_at"] else "")
+    verdict = "licensed" if event["licensed"] else f"INFRINGEMENT: {event['licence_reason']}"
+    print(f"    {event['event']:12s} {event['title']:14s} at {span}  recording from {event['ref_start_s']:5.1f} s"
+          f"  x{event['speed']:.3f}  {verdict}", file=out, flush=True)  # fmt: skip

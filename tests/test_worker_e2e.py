@@ -17,30 +17,17 @@ import psycopg
 import pytest
 import soundfile as sf
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from fingerprint.params import SAMPLE_RATE
 from fingerprint.synth import music
 from monitor.chunks import encode
+from monitor.kafka.topics import ensure_topics
 from monitor.rights import catalog
 from monitor.rights.catalog import Owner, TrackMeta
 from monitor.rights.licences import Stream, add_stream
 from monitor.rights.localdb import free_port
 
 T0_NS = 1_780_000_000 * 10**9
-TOPICS = ("audio.chunks.v1", "audio.chunks.dlq.v1", "detections.v1", "infringements.v1")
-
-
-async def ensure_topics(url: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=url)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        new = [NewTopic(t, num_partitions=2, replication_factor=1) for t in TOPICS if t not in existing]
-        if new:
-            await admin.create_topics(new)
-    finally:
-        await admin.close()
 
 
 async def publish(url: str, messages: list[tuple[bytes, bytes]]) -> None:
