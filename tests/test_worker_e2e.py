@@ -68,6 +68,7 @@ def catalogue(db_url: str, tmp_path: Path) -> dict[str, int]:
         add_stream(conn, Stream("fm-1", "FM One", "FM One Ltd", "FR"))
         add_stream(conn, Stream("fm-2", "FM Two", "FM One Ltd", "FR"))
         add_stream(conn, Stream("fm-3", "FM Three", "FM One Ltd", "FR"))
+        add_stream(conn, Stream("fm-4", "FM Four", "FM One Ltd", "FR"))
     return ids
 
 
@@ -264,3 +265,24 @@ def test_a_thousand_malformed_messages_go_to_the_dead_letter_topic(kafka_broker,
     assert {"bad_magic", "bad_length", "bad_key", "bad_sequence"} <= set(reasons)
     assert all(h.get("error") for _, _, h in dead)
     assert sum(v for k, v in seen.items() if k.startswith("castwatch_dlq_messages_total")) >= 1000
+
+
+def test_broker_restart_mid_play_loses_nothing(kafka_broker, db_url: str, catalogue: dict[str, int]) -> None:
+    url = kafka_broker.url
+    asyncio.run(ensure_topics(url))
+    messages = broadcast_messages("fm-4")
+    worker = start_worker(db_url, url, f"test-worker-{free_port()}")
+    try:
+        asyncio.run(publish(url, messages[:14]))
+        wait_for_event(url, "fm-4", "play.started", 90)
+        kafka_broker.restart()
+        asyncio.run(publish(url, messages[14:]))
+        events = wait_for_event(url, "fm-4", "play.ended", 120)
+        assert worker.poll() is None
+    finally:
+        output = stop_worker(worker)
+    assert {e["event_id"] for e in events} == {events[0]["event_id"]}, output[-3000:]
+    ((_, state, started_at, ended_at, _),) = stored_plays(db_url, "fm-4")
+    assert state == "ended"
+    assert float(started_at) - T0_NS / 1e9 == pytest.approx(8.0, abs=2.0)
+    assert float(ended_at) - T0_NS / 1e9 == pytest.approx(48.0, abs=2.0)

@@ -186,7 +186,9 @@ def _broker_args(pid: int) -> list[str]:
 
 
 def _port_in_use(port: int) -> bool:
+    """Whether something listens on ``port`` (connections of a stopped broker in TIME_WAIT do not count)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the broker binds: TIME_WAIT is no conflict
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
