@@ -272,15 +272,20 @@ def test_broker_restart_mid_play_loses_nothing(kafka_broker, db_url: str, catalo
     asyncio.run(ensure_topics(url))
     messages = broadcast_messages("fm-4")
     worker = start_worker(db_url, url, f"test-worker-{free_port()}")
+    failure: AssertionError | None = None
     try:
         asyncio.run(publish(url, messages[:14]))
         wait_for_event(url, "fm-4", "play.started", 90)
         kafka_broker.restart()
         asyncio.run(publish(url, messages[14:]))
         events = wait_for_event(url, "fm-4", "play.ended", 120)
-        assert worker.poll() is None
+        assert worker.poll() is None, "the worker died"
+    except AssertionError as e:
+        failure = e
     finally:
         output = stop_worker(worker)
+    if failure is not None:
+        raise AssertionError(f"{failure}\n--- worker output ---\n{output[-4000:]}") from failure
     assert {e["event_id"] for e in events} == {events[0]["event_id"]}, output[-3000:]
     ((_, state, started_at, ended_at, _),) = stored_plays(db_url, "fm-4")
     assert state == "ended"
