@@ -25,6 +25,7 @@ from monitor.stream import Accepted
 from monitor.tracker import STARTED
 from monitor.worker import Handled, Worker
 
+
 def create_app(broker_url: str, worker: Worker, store: DurableStore, web_port: int, app_id: str = "castwatch-worker") -> faust.App:
     brokers = ";".join(f"kafka://{server.strip()}" for server in broker_url.split(","))
     app = faust.App(
