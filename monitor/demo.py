@@ -36,6 +36,7 @@ from fingerprint.params import SAMPLE_RATE
 from fingerprint.synth import music
 from monitor.rights import catalog, identify, licences, migrations
 from monitor.rights.catalog import Owner, TrackMeta
+from monitor.events import iso_utc
 from monitor.ingest import ChunkPublisher, chunk_samples, plan_chunks
 from monitor.kafka.local import broker_url
 from monitor.kafka.topics import CHUNKS, DETECTIONS, ensure_topics
@@ -198,17 +199,13 @@ async def _publish_and_follow(broker: str, samples: np.ndarray, rate: int, plays
             for messages in (await consumer.getmany(timeout_ms=500)).values():
                 for m in messages:
                     event = json.loads(m.value)
-                    if m.key != STREAM.id.encode() or event["started_at"] < _iso_ns(start_ns):
+                    if m.key != STREAM.id.encode() or event["started_at"] < iso_utc(start_ns / 1e9):
                         continue
                     events.append(event)
                     _print_event(event, start_ns, out)
         return events
     finally:
         await consumer.stop()
-
-
-def _iso_ns(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _print_event(event: dict, start_ns: int, out: TextIO) -> None:

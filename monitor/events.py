@@ -44,7 +44,8 @@ DETECTION_SCHEMA = "castwatch.detection.v1"
 INFRINGEMENT_SCHEMA = "castwatch.infringement.v1"
 
 
-def _iso(seconds: float) -> str:
+def iso_utc(seconds: float) -> str:
+    """Seconds since the epoch as ISO 8601 UTC with milliseconds and a Z, as in the event JSON."""
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -78,8 +79,8 @@ class Outgoing:
             "title": self.recording.title,
             "artist": self.recording.artist,
             "isrc": self.recording.isrc,
-            "started_at": _iso(play.started_at),
-            "ended_at": _iso(play.last_seen) if self.event.kind == ENDED else None,
+            "started_at": iso_utc(play.started_at),
+            "ended_at": iso_utc(play.last_seen) if self.event.kind == ENDED else None,
             "ref_start_s": round(play.ref_start, 3),
             "ref_end_s": round(play.ref_end, 3),
             "score": round(play.score, 4),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import pytest
 
 from fingerprint import index as index_mod
 from fingerprint.cli import main as fingerprint_main
-from fingerprint.index import Index, IndexBuilder
+from fingerprint.index import Index
 from monitor.rights import catalog
 from monitor.rights.catalog import Owner, TrackMeta
 from monitor.rights.db import DatabaseError
@@ -34,10 +35,7 @@ def assert_same(a: Index, b: Index) -> None:
 
 def relabel(index: Index, names: dict[str, str]) -> Index:
     """The same index with other track ids (order kept)."""
-    builder = IndexBuilder(index)
-    frozen = builder.freeze()
-    return Index(frozen.directory, frozen.low, frozen.frames, frozen.spans, frozen.pitches,
-                 tuple(names[t] for t in frozen.track_ids), frozen.starts)  # fmt: skip
+    return dataclasses.replace(index, track_ids=tuple(names[t] for t in index.track_ids))
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> float:

@@ -21,6 +21,7 @@ from fingerprint.cli import fingerprint_file
 from fingerprint.index import Index, IndexFormatError
 from fingerprint.landmarks import QUERY
 from fingerprint.matcher import Match, Matcher
+from monitor.rights.catalog import Owner
 from monitor.rights.licences import LicenceBook, LicenceError, load_book
 from monitor.rights.snapshot import load_snapshot
 
@@ -59,13 +60,6 @@ def cached_index(conn: psycopg.Connection, cache_dir: Path) -> Index:
 
 
 @dataclass(frozen=True)
-class Owner:
-    holder: str
-    territory: str
-    share: float
-
-
-@dataclass(frozen=True)
 class Identified:
     match: Match
     track_id: int
@@ -100,7 +94,7 @@ def _metadata(conn: psycopg.Connection, track_ids: list[int]) -> dict[int, tuple
         (track_ids,),
     ).fetchall()
     conn.commit()
-    return {r[0]: (r[1], r[2], r[3], tuple(Owner(o[0], o[1], float(o[2])) for o in r[4])) for r in rows}
+    return {r[0]: (r[1], r[2], r[3], tuple(Owner(o[0], float(o[2]), o[1]) for o in r[4])) for r in rows}
 
 
 class Identifier:
