@@ -13,25 +13,36 @@ is exactly-once in effect.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import sys
 import time
+from pathlib import Path
 
 import faust
+from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from monitor import metrics
+from monitor import metrics, watchdog
 from monitor.events import DurableStore
 from monitor.kafka.topics import CHUNKS, DETECTIONS, DLQ, INFRINGEMENTS
 from monitor.stream import Accepted
 from monitor.tracker import STARTED
 from monitor.worker import Handled, Worker
 
+log = logging.getLogger(__name__)
 
-def create_app(broker_url: str, worker: Worker, store: DurableStore, web_port: int, app_id: str = "castwatch-worker") -> faust.App:
+
+def create_app(
+    broker_url: str, worker: Worker, store: DurableStore, web_port: int, datadir: Path, app_id: str = "castwatch-worker"
+) -> faust.App:
     brokers = ";".join(f"kafka://{server.strip()}" for server in broker_url.split(","))
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id,
         broker=brokers,
         store="memory://",
+        datadir=datadir,  # faust's scratch files (all our state is in Kafka and PostgreSQL)
         web_host="127.0.0.1",
         web_port=web_port,
         producer_acks=-1,
@@ -48,8 +59,11 @@ def create_app(broker_url: str, worker: Worker, store: DurableStore, web_port: i
         pending = await topics[topic].send(key=key, value=value, headers=headers)
         await pending  # the broker has it (acks=all) before the offset can be committed
 
+    storing = 0  # agents writing to PostgreSQL right now (an outage keeps them there on purpose)
+
     @app.agent(chunks, concurrency=1)
     async def process(stream: faust.StreamT) -> None:
+        nonlocal storing
         async for event in stream.events():
             started = time.perf_counter()
             handled = await asyncio.to_thread(worker.handle, event.key, event.value)
@@ -61,7 +75,11 @@ def create_app(broker_url: str, worker: Worker, store: DurableStore, web_port: i
                 continue
             if handled.outgoing or handled.state is not None:
                 state = (handled.stream, handled.state) if handled.state is not None and handled.stream else None
-                await asyncio.to_thread(store.write, handled.outgoing, state)
+                storing += 1
+                try:
+                    await asyncio.to_thread(store.write, handled.outgoing, state)
+                finally:
+                    storing -= 1
                 for outgoing in handled.outgoing:
                     for topic, key, value in outgoing.messages():
                         await durable_send(topic, key, value)
@@ -79,6 +97,28 @@ def create_app(broker_url: str, worker: Worker, store: DurableStore, web_port: i
                 position = await app.consumer.position(tp)
                 if position is not None:
                     metrics.LAG.labels(str(tp.partition)).set(max(0, app.consumer.highwater(tp) - position))
+
+    stall = watchdog.Stall()
+
+    @app.timer(interval=watchdog.PROBE_EVERY_S)
+    async def watch_consumer() -> None:
+        mine = [tp for tp in app.consumer.assignment() if tp.topic == CHUNKS]
+        committed: dict[int, int] = {}
+        ends: dict[int, int] = {}
+        if mine:
+            try:
+                committed, ends = await watchdog.probe(broker_url, app_id, mine)
+            except (KafkaError, OSError, TimeoutError) as e:
+                log.info("watchdog: cannot read offsets (%s); the broker may be restarting", e)
+                return
+        stalled = stall.observe(time.monotonic(), committed, ends, storing > 0)
+        if stalled is not None:
+            waiting = sum(end - committed.get(partition, 0) for partition, end in ends.items())
+            log.error(
+                "watchdog: the consumer made no progress for %.0f s with %d messages waiting; restarting the worker"
+                " process (its state is in PostgreSQL and Kafka)", stalled, waiting,
+            )  # fmt: skip
+            os.execv(sys.executable, sys.orig_argv)
 
     return app
 

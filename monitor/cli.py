@@ -63,7 +63,7 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         )
         store = DurableStore(db)
         worker = Worker(lambda: live.index, lambda: live.book, recordings.get, store.saved_state)
-        app = create_app(broker, worker, store, args.web_port, app_id=args.group)
+        app = create_app(broker, worker, store, args.web_port, settings.cache_dir / "faust" / args.group, app_id=args.group)
         try:
             FaustWorker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
         finally:
