@@ -472,6 +472,7 @@ class Matcher:
         mean = index.n_postings / 2**HASH_BITS
         self.max_postings = int(max(MAX_KEY_POSTINGS, COMMON_KEY_FACTOR * mean))
         self._blocks = block_tracks(np.asarray(index.starts))
+        self._position = {track: i for i, track in enumerate(index.track_ids)}
 
     def lookup(self, landmarks: Landmarks, first_serial: int = 0) -> Hits:
         """Index hits of ``landmarks`` (serials numbered from ``first_serial``)."""
@@ -499,6 +500,30 @@ class Matcher:
         threshold is calibrated for that much audio.
         """
         return [match for match, _ in self._vote(hits, query_t)[:max_matches]]
+
+    def verify(self, hits: Hits, query_t: np.ndarray, track: str, ref_s: float, speed: float) -> Match | None:
+        """The match of ``track`` on one given alignment, if ``hits`` support it; None otherwise.
+
+        ``ref_s`` is the recording time expected at the first anchor of
+        ``query_t``, ``speed`` the expected speed (a play in progress predicts
+        both). Voting keeps one alignment per recording, and in music that
+        repeats itself another repetition can outvote the true one for a
+        window; this asks about the expected alignment alone, with the same
+        thresholds as ``vote``.
+        """
+        position = self._position.get(track)
+        if position is None or len(hits) == 0:
+            return None
+        lo, hi = int(self.index.starts[position]), int(self.index.starts[position + 1])
+        own = hits.take((hits.frame >= lo) & (hits.frame < hi))
+        if len(own) == 0:
+            return None
+        t0 = int(query_t.min())
+        offset = lo + ref_s * FRAME_RATE
+        found = self._refine(
+            own, (own.t - t0).astype(np.float64), own.frame.astype(np.float64), speed, offset, position, t0, np.unique(query_t)
+        )
+        return None if found is None else found[0]
 
     def match(self, landmarks: Landmarks, max_matches: int = 5) -> list[Match]:
         """Recordings found in one query's landmarks; [] when none is convincing.

@@ -1,10 +1,15 @@
 """One stream's live processing: chunks in, play events out. Pure apart from the matcher it is given.
 
 Per stream: a streaming resampler to the engine's rate, the engine's
-streaming extractor (query density), a bounded window of recent landmarks,
-and a ``PlayTracker``. Every ``hop_s`` of audio the last ``window_s`` of
-landmarks is matched (the matcher's threshold is calibrated for windows of
-that length) and the matches go to the tracker as evidence in stream time.
+streaming extractor (query density), a bounded window of recent landmarks
+with their index hits, and a ``PlayTracker``. Each landmark is looked up in
+the index once, when the extractor returns it. Whenever at least ``step_s``
+more audio is final (in practice: with every chunk of a second or more), the
+hits of the last ``window_s`` of landmarks are voted on (the matcher's
+threshold is calibrated for windows of that length) and the matches go to
+the tracker as evidence in stream time. Deciding with every chunk rather
+than on a fixed grid is what keeps detection latency near the extractor's
+own delay plus the chunk length.
 
 Audio is continuous within a *segment*: consecutive sequence numbers at one
 sample rate. Stream time of a segment's audio is its first chunk's capture
@@ -30,14 +35,14 @@ from enum import Enum
 import numpy as np
 
 from fingerprint.landmarks import QUERY, Extractor, Landmarks
-from fingerprint.matcher import Matcher
+from fingerprint.matcher import Hits, Match, Matcher
 from fingerprint.params import FRAME_RATE, SAMPLE_RATE
 from fingerprint.resample import StreamingResampler
 from monitor.chunks import Chunk
 from monitor.tracker import Evidence, PlayEvent, PlayTracker
 
 WINDOW_S = 10.0
-HOP_S = 5.0
+STEP_S = 1.0  # least new final audio between two decisions
 MAX_SEQUENCE_JUMP = 1_000_000  # chunks; more is corruption, not a capture gap
 
 
@@ -63,7 +68,7 @@ class Fed:
 
 
 class StreamProcessor:
-    """Feed it a stream's chunks in order; ``matcher`` is called for the current one at each window."""
+    """Feed it a stream's chunks in order; ``matcher`` gives the current matcher (it changes with the catalogue)."""
 
     def __init__(
         self,
@@ -71,13 +76,13 @@ class StreamProcessor:
         matcher: Callable[[], Matcher],
         tracker: PlayTracker | None = None,
         window_s: float = WINDOW_S,
-        hop_s: float = HOP_S,
+        step_s: float = STEP_S,
     ) -> None:
         self.stream = stream
         self._matcher = matcher
         self.tracker = tracker or PlayTracker(stream)
         self._window = int(round(window_s * FRAME_RATE))
-        self._hop = int(round(hop_s * FRAME_RATE))
+        self._step = max(1, int(round(step_s * FRAME_RATE)))
         self._next_seq: int | None = None
         self._rate = 0
         self._origin_s = 0.0  # stream time of the segment's first sample
@@ -85,7 +90,9 @@ class StreamProcessor:
         self._resampler: StreamingResampler | None = None
         self._extractor: Extractor | None = None
         self._recent = Landmarks.empty()
-        self._next_decision = self._window
+        self._hits = Hits.concat([])  # index hits of ``_recent`` by ``_hits_of``
+        self._hits_of: Matcher | None = None
+        self._decided = 0  # end frame of the last window decided
         self._restored_end_s = 0.0
         self.segments = 0
 
@@ -107,14 +114,11 @@ class StreamProcessor:
         self._next_seq = chunk.sequence + 1
         self._samples += chunk.samples.shape[0]
         audio = self._resampler.feed(chunk.samples.astype(np.float32) / 32768.0)
-        fresh = self._extractor.feed(audio)
-        if len(fresh):
-            self._recent = Landmarks.concat([self._recent, fresh])
+        self._add(self._extractor.feed(audio))
         windows = 0
-        while self._extractor.frames_final >= self._next_decision:
-            events += self._decide(self._next_decision)
-            self._next_decision += self._hop
-            windows += 1
+        if self._extractor.frames_final - self._decided >= self._step:
+            events += self._decide(self._extractor.frames_final)
+            windows = 1
         events += self.tracker.advance(self.end_s)
         return Fed(accepted, events, windows)
 
@@ -126,13 +130,10 @@ class StreamProcessor:
         """Flush the extractor and match the segment's tail, which no full hop reached."""
         if self._extractor is None or self._resampler is None:
             return []
-        tail = self._extractor.feed(self._resampler.flush())
-        fresh = Landmarks.concat([tail, self._extractor.flush()])
+        self._add(self._extractor.feed(self._resampler.flush()))
+        self._add(self._extractor.flush())
         self._extractor = None
-        if len(fresh):
-            self._recent = Landmarks.concat([self._recent, fresh])
-        last = self._next_decision - self._hop  # end of the last window matched
-        if not len(self._recent) or int(self._recent.t.max()) < last:
+        if not len(self._recent) or int(self._recent.t.max()) < self._decided:
             return []
         return self._decide(int(self._recent.t.max()) + 1)
 
@@ -147,10 +148,10 @@ class StreamProcessor:
 
     @classmethod
     def restore(
-        cls, state: dict[str, object], matcher: Callable[[], Matcher], window_s: float = WINDOW_S, hop_s: float = HOP_S
+        cls, state: dict[str, object], matcher: Callable[[], Matcher], window_s: float = WINDOW_S, step_s: float = STEP_S
     ) -> "StreamProcessor":
         tracker = PlayTracker.restore(state["tracker"])  # type: ignore[arg-type]
-        processor = cls(tracker.stream, matcher, tracker, window_s, hop_s)
+        processor = cls(tracker.stream, matcher, tracker, window_s, step_s)
         processor._next_seq = state["next_seq"]  # type: ignore[assignment]
         processor._restored_end_s = float(state["end_s"])  # type: ignore[arg-type]
         return processor
@@ -184,15 +185,36 @@ class StreamProcessor:
         self._resampler = StreamingResampler(chunk.rate, SAMPLE_RATE)
         self._extractor = Extractor(QUERY)
         self._recent = Landmarks.empty()
-        self._next_decision = self._window
+        self._hits = Hits.concat([])
+        self._decided = 0
+
+    def _add(self, fresh: Landmarks) -> None:
+        """Keep new landmarks, looked up in the current index (all of the window again if the index changed)."""
+        if not len(fresh):
+            return
+        matcher = self._matcher()
+        self._recent = Landmarks.concat([self._recent, fresh])
+        if matcher is self._hits_of:
+            self._hits = Hits.concat([self._hits, matcher.lookup(fresh)])
+        else:
+            self._hits = matcher.lookup(self._recent)
+            self._hits_of = matcher
 
     def _decide(self, end_frame: int) -> list[PlayEvent]:
-        """Match the window of landmarks anchored in [end_frame - window, end_frame)."""
+        """Vote on the hits of the landmarks anchored in [end_frame - window, end_frame)."""
+        self._decided = end_frame
         start_frame = end_frame - self._window
-        keep = self._recent.t >= start_frame
-        self._recent = self._recent.take(keep)
-        window = self._recent.take(self._recent.t < end_frame)
-        matches = self._matcher().match(window) if len(window) else []
+        self._recent = self._recent.take(self._recent.t >= start_frame)
+        self._hits = self._hits.take(self._hits.t >= start_frame)
+        matcher = self._matcher()
+        if matcher is not self._hits_of:
+            self._hits = matcher.lookup(self._recent)
+            self._hits_of = matcher
+        in_window = self._recent.t < end_frame
+        if not in_window.any():
+            return self.tracker.observe(self._origin_s + end_frame / FRAME_RATE, [])
+        hits, query_t = self._hits.take(self._hits.t < end_frame), self._recent.t[in_window]
+        matches = self._keep_timelines(matcher, hits, query_t, matcher.vote(hits, query_t))
         origin = self._origin_s
         evidence = [
             Evidence(
@@ -208,3 +230,26 @@ class StreamProcessor:
             for m in matches
         ]
         return self.tracker.observe(origin + end_frame / FRAME_RATE, evidence)
+
+    def _keep_timelines(self, matcher: Matcher, hits: Hits, query_t: np.ndarray, matches: list[Match]) -> list[Match]:
+        """Prefer, for each play in progress, the window's match on the play's own timeline.
+
+        In music that repeats itself the vote can place a window one
+        repetition away from where the play is; if the hits also support
+        the play's predicted alignment, that is the evidence (otherwise the
+        tracker would split one play in two). A jump or a restart leaves no
+        support at the predicted alignment, and the vote's match stands.
+        """
+        t0_s = self._origin_s + int(query_t.min()) / FRAME_RATE
+        tolerance = self.tracker.ref_tolerance_s
+        for play in self.tracker.plays:
+            ref_s = play.expected_ref(t0_s)
+            on_line = matcher.verify(hits, query_t, play.track, ref_s, play.speed)
+            if on_line is None:
+                continue
+            agrees = lambda m: abs(m.ref_start - (ref_s + play.speed * (m.query_start - (t0_s - self._origin_s)))) <= tolerance  # noqa: E731
+            others = [m for m in matches if m.track != play.track or agrees(m)]
+            if not any(m.track == play.track for m in others):
+                others.append(on_line)
+            matches = others
+        return matches

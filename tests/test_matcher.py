@@ -408,3 +408,19 @@ def test_a_play_placed_one_loop_away_within_its_occurrence_is_dropped() -> None:
         [window(0.0, 10.0, 30.0, 60), window(5.0, 10.0, 14.0, 30), window(20.0, 30.0, 2.0, 60)], anchors
     )
     assert [(m.query_start, m.ref_start) for m in plays] == [(0.0, 30.0), (20.0, 2.0)]
+
+
+def test_verify_confirms_the_true_alignment_and_refuses_others(matcher: Matcher, references: dict[str, np.ndarray]) -> None:
+    """``verify`` asks about one given alignment: the true one is confirmed with vote's figures, a shifted one is not."""
+    track = TRACK_IDS[3]
+    query = extract(as_query(cut(references[track], 12.0, 10.0, speed=1.02)), QUERY)
+    hits = matcher.lookup(query)
+    (best,) = matcher.vote(hits, query.t, 1)
+    assert best.track == track
+    ref_at_first_anchor = best.ref_start - best.speed * (best.query_start - query.t.min() / params.FRAME_RATE)
+    confirmed = matcher.verify(hits, query.t, track, ref_at_first_anchor, best.speed)
+    assert confirmed is not None and confirmed.track == track
+    assert confirmed.ref_start == pytest.approx(best.ref_start, abs=0.1) and confirmed.count >= best.count - 2
+    assert matcher.verify(hits, query.t, track, ref_at_first_anchor + 7.0, best.speed) is None
+    assert matcher.verify(hits, query.t, TRACK_IDS[4], ref_at_first_anchor, best.speed) is None
+    assert matcher.verify(hits, query.t, "not in the index", ref_at_first_anchor, best.speed) is None

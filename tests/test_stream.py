@@ -85,19 +85,26 @@ def test_broadcast_gives_each_play_with_its_times(catalogue) -> None:
     for track, start, end, ref in truth:
         s, e, r = found[track]
         assert s == pytest.approx(start, abs=2.0) and e == pytest.approx(end, abs=2.0) and r == pytest.approx(ref, abs=2.0)
-        assert started_at_stream_s[track] - start <= 16.0  # announced within one window and hop of its start
+        assert started_at_stream_s[track] - start <= 8.0  # announced within a few seconds (chunks here are up to 3 s)
     assert [e.kind for e in events].count(STARTED) == 2
 
 
-def test_chunking_does_not_change_the_events(catalogue) -> None:
+def test_chunking_changes_when_plays_are_announced_not_what_they_are(catalogue) -> None:
+    """Decisions follow the chunks (every chunk with a second of new audio), so the plays found are the same."""
     matcher, audio = catalogue
     x, _ = broadcast(audio)
     runs = []
-    for sizes in ([RATE * 5], [999, 4001, RATE]):
+    for sizes in ([RATE * 5], [999, 4001, RATE], [RATE // 2]):
         proc = StreamProcessor("fm", lambda: matcher)
         events = [e for c in chunks(x, sizes) for e in proc.feed(c).events] + proc.close()
-        runs.append([(e.kind, e.event_id, e.play) for e in events])
-    assert runs[0] == runs[1]
+        assert [(e.kind, e.play.track) for e in events] == [(STARTED, "a"), (STARTED, "b"), (ENDED, "a"), (ENDED, "b")]
+        runs.append({e.play.track: e.play for e in events if e.kind == ENDED})
+    for other in runs[1:]:
+        for track, play in runs[0].items():
+            assert other[track].started_at == pytest.approx(play.started_at, abs=1.0)
+            assert other[track].last_seen == pytest.approx(play.last_seen, abs=1.0)
+            assert other[track].ref_start == pytest.approx(play.ref_start, abs=1.0)
+            assert other[track].speed == pytest.approx(play.speed, abs=0.005)
 
 
 def test_duplicates_are_dropped_and_replays_change_nothing(catalogue) -> None:
@@ -185,3 +192,21 @@ def test_restored_processor_continues_the_same_play(catalogue) -> None:
     want = {e.play.track: e.play for e in expected if e.kind == ENDED}
     for track in want:
         assert ended[track].last_seen == pytest.approx(want[track].last_seen, abs=2.0)
+
+
+def test_a_looped_section_is_one_play_not_one_per_repetition() -> None:
+    """Windows inside a loop match every repetition equally well; the play stays on its own timeline."""
+    song = np.concatenate((music(8.0, 31, sr=RATE), np.tile(music(6.0, 33, sr=RATE), 6), music(8.0, 34, sr=RATE)))  # 52 s
+    builder = IndexBuilder()
+    for name, x16 in (("loop", song), ("other", music(60.0, 32, sr=RATE))):
+        r = StreamingResampler(RATE)
+        x8 = np.concatenate((r.feed(x16), r.flush()))
+        builder.add(name, extract(x8), n_frames_for(x8.shape[0]))
+    matcher = Matcher(builder.freeze())
+    rng = np.random.default_rng(8)
+    x = np.concatenate((0.05 * rng.standard_normal(5 * RATE), song, 0.05 * rng.standard_normal(25 * RATE)))
+    proc = StreamProcessor("fm", lambda: matcher)
+    events = [e for c in chunks(x.astype(np.float32), [2 * RATE]) for e in proc.feed(c).events] + proc.close()
+    assert [(e.kind, e.play.track) for e in events] == [(STARTED, "loop"), (ENDED, "loop")]
+    ((start, end, ref),) = plays(events).values()
+    assert start == pytest.approx(5.0, abs=2.0) and end == pytest.approx(57.0, abs=2.0) and ref == pytest.approx(0.0, abs=2.0)
