@@ -9,7 +9,12 @@ Event JSON (one object per Kafka message, key = stream id):
      "track_id": 42, "title": "...", "artist": "...", "isrc": "..." | null,
      "started_at": "2026-06-01T20:00:03.120Z", "ended_at": null | "...",
      "ref_start_s": 12.0, "ref_end_s": 14.9, "score": 0.41, "speed": 1.021,
-     "licensed": false, "licence_reason": "..."}
+     "licensed": false, "licence_reason": "...",
+     "detected_at": "2026-06-01T20:00:07.000Z"}
+
+``detected_at`` is the stream time of the audio that completed the evidence
+for this event (for ``play.started``: ``detected_at - started_at`` is the
+detection latency in stream time).
 
 ``infringements.v1``: the same fields for a play that is not licensed, with
 ``"schema": "castwatch.infringement.v1"``, emitted once per play (on
@@ -63,6 +68,7 @@ class Outgoing:
     event: PlayEvent
     decision: Decision
     recording: Recording
+    detected_at: float  # stream time (s since epoch) of the audio that completed the evidence
 
     @property
     def track_id(self) -> int:
@@ -87,6 +93,7 @@ class Outgoing:
             "speed": round(play.speed, 4),
             "licensed": self.decision.licensed,
             "licence_reason": self.decision.reason,
+            "detected_at": iso_utc(self.detected_at),
         }
 
     def messages(self) -> list[tuple[str, bytes, bytes]]:

@@ -25,13 +25,13 @@ SEGMENTS = Counter(
 CHUNK_SECONDS = Histogram(
     "castwatch_chunk_processing_seconds",
     "Wall time to process one chunk (decode, fingerprint, match, track)",
-    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    buckets=(0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5),
     registry=REGISTRY,
 )
 DETECTION_LATENCY = Histogram(
     "castwatch_detection_latency_seconds",
     "Stream time from a play's start to its play.started event",
-    buckets=(2.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 60.0),
+    buckets=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 60.0),
     registry=REGISTRY,
 )
 PLAYS = Counter("castwatch_play_events", "Play events emitted, by kind (started, ended)", ["event"], registry=REGISTRY)

@@ -107,7 +107,7 @@ class Worker:
         for event in fed.events:
             track = int(event.play.track)
             decision = book.decide(chunk.stream, track, datetime.fromtimestamp(event.play.started_at, timezone.utc))
-            outgoing.append(Outgoing(event, decision, self._recordings(track)))
+            outgoing.append(Outgoing(event, decision, self._recordings(track), processor.end_s))
         state = None
         if fed.accepted is not Accepted.DUPLICATE and (
             outgoing or processor.end_s - self._saved_at.get(chunk.stream, 0.0) >= STATE_EVERY_S

@@ -26,7 +26,7 @@ def track(conn: psycopg.Connection, recordings: list[Path]) -> int:
 
 def outgoing(track: int, kind: str, last_seen: float, licensed: bool = False) -> Outgoing:
     play = Play("fm", str(track), T0, last_seen, 10.0, 10.0 + (last_seen - T0) * 1.02, 1.02, 0.4, 50, 3, True)
-    return Outgoing(PlayEvent(kind, play), Decision(licensed, "why"), Recording("Song", "Band", "USABC2600001"))
+    return Outgoing(PlayEvent(kind, play), Decision(licensed, "why"), Recording("Song", "Band", "USABC2600001"), play.last_seen + 1.5)
 
 
 def rows(conn: psycopg.Connection) -> list[tuple]:
@@ -45,6 +45,7 @@ def test_json_of_a_detection_and_an_infringement(track: int) -> None:
     assert body["event"] == ENDED and body["event_id"] == o.event.play.event_id and body["track_id"] == track
     assert body["started_at"] == "2026-05-28T20:26:40.000Z" and body["ended_at"] == "2026-05-28T20:27:10.000Z"
     assert body["ref_end_s"] == pytest.approx(40.6) and body["licensed"] is False
+    assert body["detected_at"] == "2026-05-28T20:27:11.500Z"
     assert json.loads(messages[1][2])["schema"] == "castwatch.infringement.v1"
     assert [m[0] for m in outgoing(track, STARTED, T0 + 10, licensed=True).messages()] == ["detections.v1"]
 
