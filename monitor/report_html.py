@@ -33,7 +33,7 @@ table { border-collapse: collapse; width: 100%; font-size: 12.5px; }
 th, td { text-align: left; padding: .25rem .5rem; border-bottom: 1px solid #e3e6ea; vertical-align: top; }
 th { background: #f2f4f7; position: sticky; top: 0; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.t { white-space: nowrap; font-variant-numeric: tabular-nums; }
+span.t { white-space: nowrap; font-variant-numeric: tabular-nums; }
 .no { color: #a61b1b; font-weight: 600; } .muted { color: #6b7580; }
 svg { max-width: 100%; height: auto; } svg text { font: 11px system-ui, sans-serif; fill: #4a5560; }
 svg .bar { fill: #2f6db5; } svg .axis { stroke: #99a; }
@@ -81,7 +81,7 @@ def _recording(p: Play) -> str:
 def _times(p: Play) -> str:
     start, end = utc_iso(p.started_at), utc_iso(p.ended_at) or "ongoing"
     local = local_iso(p.started_at, p.station_timezone)
-    return f'<span class="t">{start}</span> → <span class="t">{end}</span><br><span class="muted">{local} {_e(p.station_timezone)}</span>'
+    return f'<span class="t">{start}</span> → <span class="t">{end}</span><br><span class="muted t">{local}</span> <span class="muted">{_e(p.station_timezone)}</span>'
 
 
 def _ref(p: Play) -> str:
@@ -102,7 +102,7 @@ def _infringement_row(i: Infringement) -> list[str]:
     handled = f"{_e(i.updated_by)}, {utc_iso(i.updated_at)}" if i.updated_by else ""
     return [
         _e(p.infringement), _times(p), _e(p.stream_name), duration(p.duration_s), _recording(p), _ref(p),
-        f"{p.score:.3f}", f"{p.speed:.3f}", f'{utc_iso(i.detected_at)}', f"{handled}<br>{_e(i.note)}" if i.note else handled,
+        f"{p.score:.3f}", f"{p.speed:.3f}", f'<span class="t">{utc_iso(i.detected_at)}</span>', f"{handled}<br>{_e(i.note)}" if i.note else handled,
     ]  # fmt: skip
 
 
@@ -118,6 +118,7 @@ def day_chart(days: list[tuple[date, int]]) -> str:
     plot_w = CHART_WIDTH - left - 10
     peak = max((n for _, n in days), default=0) or 1
     step = plot_w / max(len(days), 1)
+    bar = min(step * 0.8, 40.0)
     parts = [
         f'<svg id="chart-days" viewBox="0 0 {CHART_WIDTH} {top + height + bottom}" role="img" aria-label="plays per day">',
         f'<line class="axis" x1="{left}" y1="{top + height}" x2="{left + plot_w}" y2="{top + height}"/>',
@@ -130,7 +131,7 @@ def day_chart(days: list[tuple[date, int]]) -> str:
         h = height * n / peak
         x = left + i * step
         parts.append(
-            f'<rect class="bar" x="{x + step * 0.1:.1f}" y="{top + height - h:.1f}" width="{step * 0.8:.2f}" height="{h:.1f}">'
+            f'<rect class="bar" x="{x + (step - bar) / 2:.1f}" y="{top + height - h:.1f}" width="{bar:.2f}" height="{h:.1f}">'
             f"<title>{day.isoformat()}: {n} plays</title></rect>"
         )
         if i in ticks:

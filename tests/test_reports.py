@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from monitor import cli, reports
+from monitor import cli, report_bench, reports
 from monitor.report_html import day_chart, write_html
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -385,3 +385,28 @@ def test_a_failed_report_leaves_no_file(data_url: str, tmp_path: Path, monkeypat
                        monkeypatch, capsys)  # fmt: skip
     assert code == 1 and "Nobody" in err
     assert target.read_text() == "the previous report" and sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]
+
+
+# ---- large periods stream --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_the_number_of_plays(pg_server, tmp_path: Path) -> None:
+    """``castwatch report`` (CSV) over 10,000 and 100,000 plays: same peak memory, every play written."""
+    runs = {}
+    for plays in (10_000, 100_000):
+        url = pg_server.fresh_database()
+        try:
+            with psycopg.connect(url) as conn:
+                report_bench.generate(conn, plays)
+            out = tmp_path / f"{plays}.csv"
+            runs[plays] = report_bench.measure(url, "csv", out)
+        finally:
+            pg_server.drop_database(url)
+        sections = csv_sections(out.read_bytes())
+        assert len(sections["plays"]) - 1 == plays
+        assert len(sections["infringements"]) - 1 == plays // 10
+        assert sum(int(row[1]) for row in sections["plays per day"][1:]) == plays
+    small, large = runs[10_000], runs[100_000]
+    assert large.out_bytes > 8 * small.out_bytes
+    assert large.peak_rss_mb - small.peak_rss_mb < 20, (small, large)  # holding 90,000 more rows would take over 100 MB
