@@ -112,6 +112,16 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from monitor import reports
+    from monitor.rights.db import database_url, open_checked
+
+    request = reports.Request(args.holder, reports.period(args.start, args.end, args.timezone), tuple(args.stream or ()))
+    with open_checked(database_url(settings)) as conn:
+        reports.save(conn, request, args.format, args.out)
+    return 0
+
+
 def _add_capture_commands(sub: argparse._SubParsersAction) -> None:
     from monitor.ingest import DEFAULT_CHUNK_SECONDS, DEFAULT_RATE, TOPIC
 
@@ -261,6 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="warning", choices=("debug", "info", "warning", "error"))
     worker.set_defaults(run=_cmd_worker)
     _add_capture_commands(sub)
+    rep = sub.add_parser("report", help="a rights-holder's report: plays, totals, infringements (docs/reports.md)")
+    rep.add_argument("--holder", required=True, help="the rights-holder's name")
+    rep.add_argument("--from", dest="start", required=True, metavar="DATE", help="first day (or ISO date-time) of the period")
+    rep.add_argument("--to", dest="end", required=True, metavar="DATE", help="end of the period, exclusive")
+    rep.add_argument("--timezone", default="UTC", help="IANA zone of the dates and of the per-day totals (default UTC)")
+    rep.add_argument("--format", choices=("csv", "html", "json"), default="csv")
+    rep.add_argument("--stream", action="append", metavar="ID", help="only this stream (repeat for several)")
+    rep.add_argument("--out", type=Path, metavar="FILE", help="write here (default: stdout)")
+    rep.set_defaults(run=_cmd_report)
     kafka = sub.add_parser("kafka", help="the local Kafka broker (when CASTWATCH_BROKER_URL is unset)")
     kafka.add_argument("action", choices=("up", "down", "url"), help="start it (printing its URL), stop it, or print the URL")
     kafka.set_defaults(run=_cmd_kafka)
@@ -272,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     from fingerprint.index import IndexFormatError
     from monitor.ingest import IngestError
     from monitor.kafka.local import LocalBrokerError
+    from monitor.reports import ReportError
     from monitor.rights.catalog import CatalogError
     from monitor.rights.db import DatabaseError
     from monitor.rights.licences import LicenceError
@@ -299,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         IngestError,
         SimulationError,
         AudioError,
+        ReportError,
     ) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
