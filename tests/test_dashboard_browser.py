@@ -41,6 +41,7 @@ from monitor.rights.catalog import Owner, TrackMeta
 from monitor.rights.licences import Stream, add_stream
 from monitor.rights.localdb import free_port
 from monitor.simulate import compose, publish_streams
+from test_dashboard import add_play, add_track
 from test_worker_e2e import start_worker, stop_worker
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -162,3 +163,45 @@ def test_dashboard_shows_a_live_detection_and_records_an_acknowledgement(
         ).fetchall()
     assert (status, updated_by, recent) == ("acknowledged", OPERATOR, True), worker_output[-2000:]
     assert logged == [("acknowledge", OPERATOR, "called the station", True)]
+
+
+@pytest.mark.slow
+def test_page_loads_and_redraws_500_streams(db_url: str, conn: psycopg.Connection) -> None:
+    track = add_track(conn, "Everywhere", ("Acme Music",))
+    conn.execute(
+        """INSERT INTO streams (id, name, licensee, territory)
+           SELECT 'fm-' || lpad(i::text, 3, '0'), 'FM ' || i, 'Radio Ltd', 'GB' FROM generate_series(1, 500) i"""
+    )
+    conn.execute(
+        """INSERT INTO stream_state (stream_id, state, updated_at)
+           SELECT id, jsonb_build_object('end_s', extract(epoch FROM now()) - 2), now() FROM streams"""
+    )
+    for i in range(1, 501, 5):
+        add_play(conn, f"fm-{i:03d}", track, 30, None, licensed=i % 10 != 1)
+    conn.commit()
+    port = free_port()
+    dashboard = start_dashboard(db_url, port)
+    driver = browser()
+    rows = "return [...document.querySelectorAll('#streams tr')].map((r) => r.dataset.key)"
+    try:
+        start = time.perf_counter()
+        driver.get(f"http://127.0.0.1:{port}/")
+        WebDriverWait(driver, 20, poll_frequency=0.05).until(lambda d: len(d.execute_script(rows)) == 500)
+        loaded = time.perf_counter() - start
+        print(f"500 streams on the page {loaded:.2f} s after navigation")
+        assert loaded < 3.0
+        assert driver.execute_script(rows)[:2] == ["fm-001", "fm-002"]
+        conn.execute(
+            "UPDATE stream_state SET updated_at = now() - interval '5 minutes' WHERE stream_id IN ('fm-250', 'fm-499')"
+        )
+        conn.commit()
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script(rows)[:2] == ["fm-250", "fm-499"])
+        keys = driver.execute_script(rows)
+        assert len(keys) == 500 and len(set(keys)) == 500
+        assert "silent 5 min" in text_of(driver, '#streams tr[data-key="fm-250"]')
+        assert driver.find_element(By.ID, "status").text.startswith("updated")
+        assert text_of(driver, "#infringements .infr").count("Everywhere") == 50
+    finally:
+        driver.quit()
+        dashboard.terminate()
+        dashboard.wait(timeout=30)

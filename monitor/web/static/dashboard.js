@@ -47,30 +47,35 @@ function licence(licensed) {
   return licensed ? '<span class="badge licensed">licensed</span>' : '<span class="badge unlicensed">unlicensed</span>';
 }
 
+function build(tag, className, k, html) {
+  const el = document.createElement(tag);
+  el.dataset.key = k;
+  el.className = className;
+  el.innerHTML = html;
+  drawn.set(el, html);
+  return el;
+}
+
 // Keep container's children in the order of items, one element per key; rebuild an
 // element only when its HTML changed and it does not hold the keyboard focus.
 function reconcile(container, items, key, render, tag, className = "") {
   const old = new Map();
   for (const el of container.children) old.set(el.dataset.key, el);
-  let cursor = container.firstElementChild;
+  let cursor = container.firstElementChild; // every child before it is in place
   for (const item of items) {
     const k = key(item);
     const html = render(item);
     let el = old.get(k);
-    if (el && drawn.get(el) !== html && !el.contains(document.activeElement)) {
-      el.remove();
-      el = undefined;
-    }
-    if (!el) {
-      el = document.createElement(tag);
-      el.dataset.key = k;
-      el.className = className;
-      el.innerHTML = html;
-      drawn.set(el, html);
-    }
     old.delete(k);
-    if (el !== cursor) container.insertBefore(el, cursor);
-    else cursor = cursor.nextElementSibling;
+    if (el && drawn.get(el) !== html && !el.contains(document.activeElement)) {
+      const fresh = build(tag, className, k, html);
+      container.replaceChild(fresh, el);
+      if (cursor === el) cursor = fresh;
+      el = fresh;
+    }
+    el = el || build(tag, className, k, html);
+    if (el === cursor) cursor = cursor.nextElementSibling;
+    else container.insertBefore(el, cursor);
   }
   for (const el of old.values()) el.remove();
 }
