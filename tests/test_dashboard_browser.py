@@ -140,12 +140,11 @@ def test_dashboard_shows_a_live_detection_and_records_an_acknowledgement(
         WebDriverWait(driver, 20).until(lambda d: f"by {OPERATOR}" in text_of(d, card))
         assert driver.execute_script("return window.castwatchNotReloaded") is True, "the page was reloaded"
         assert "acknowledged" in text_of(driver, card) and "called the station" in text_of(driver, card)
-        screenshot = artefacts / "dashboard.png"
-        assert driver.save_screenshot(str(screenshot))
-        print(f"dashboard screenshot: {screenshot}")
-        assert screenshot.stat().st_size > 20_000
         assert driver.execute_script("return [window.innerWidth, document.documentElement.scrollWidth]") == [1366, 1366]
     finally:
+        screenshot = artefacts / "dashboard.png"  # also when the test failed: what the page showed then
+        assert driver.save_screenshot(str(screenshot))
+        print(f"dashboard screenshot: {screenshot}")
         driver.quit()
         dashboard.terminate()
         dashboard.wait(timeout=30)
@@ -163,6 +162,7 @@ def test_dashboard_shows_a_live_detection_and_records_an_acknowledgement(
         ).fetchall()
     assert (status, updated_by, recent) == ("acknowledged", OPERATOR, True), worker_output[-2000:]
     assert logged == [("acknowledge", OPERATOR, "called the station", True)]
+    assert screenshot.stat().st_size > 20_000
 
 
 @pytest.mark.slow
