@@ -16,7 +16,8 @@ from monitor import cli
 from monitor.settings import Settings, SettingsError
 from monitor.web import DashboardError
 from monitor.web.data import LAGGING_AFTER_S, SILENT_AFTER_S, ActionError, check_action, liveness
-from monitor.web.server import Access, access_for, create_app, is_loopback
+from monitor.rights.localdb import free_port
+from monitor.web.server import Access, access_for, create_app, is_loopback, serve
 
 CSRF = "test-csrf-token"
 TOKEN = "s3cret-token-0123456789"
@@ -279,6 +280,27 @@ def test_database_outage_is_reported_not_crashed(pg_server: Any) -> None:
 
     status, error = run_client(url, loopback_access(), test)
     assert status == 503 and "the database is unreachable" in error and "retrying" in error
+
+
+def test_a_busy_port_is_a_clear_error(db_url: str) -> None:
+    import socket
+
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)):
+        with pytest.raises(DashboardError, match=f"cannot listen on 127.0.0.1:{port}: .*try --port"):
+            serve(db_url, "127.0.0.1", port, loopback_access())
+
+
+def test_a_role_without_the_grant_gets_a_clear_error(db_url: str, station: dict[str, str]) -> None:
+    from test_rights_db import login_as
+
+    async def test(client: TestClient) -> tuple[int, str]:
+        response = await post(client, station["playing"], "resolve")
+        return response.status, (await response.json())["error"]
+
+    status, error = run_client(login_as(db_url, "castwatch_reader"), loopback_access(), test)
+    assert status == 500 and error.startswith("the database refused: permission denied for table infringements")
+    assert actions(db_url) == []
 
 
 STREAMS = 500

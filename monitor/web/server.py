@@ -93,6 +93,10 @@ class Database:
                     text=json.dumps({"error": f"the database is unreachable ({str(e).strip()}); retrying"}),
                     content_type="application/json",
                 ) from e
+            except psycopg.Error as e:  # e.g. a role without the grants of deploy/postgres/roles.sql
+                raise web.HTTPInternalServerError(
+                    text=json.dumps({"error": f"the database refused: {str(e).strip()}"}), content_type="application/json"
+                ) from e
 
     async def overview(self) -> dict[str, Any]:
         now = time.monotonic()
