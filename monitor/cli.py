@@ -72,6 +72,21 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+
+    from monitor.rights.db import database_url, open_checked
+    from monitor.web.server import access_for, serve
+
+    access = access_for(args.host, settings.dashboard_token, args.operator or getpass.getuser())
+    db = database_url(settings)
+    open_checked(db).close()
+    who = "operators name themselves" if access.token else f"acting as {access.operator}"
+    print(f"castwatch dashboard on http://{args.host}:{args.port}/ ({db.split('@')[-1]}; {who})", file=sys.stderr)
+    serve(db, args.host, args.port, access)
+    return 0
+
+
 def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from monitor import ingest
     from monitor.kafka.local import broker_url
@@ -280,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--stream", action="append", metavar="ID", help="only this stream (repeat for several)")
     rep.add_argument("--out", type=Path, metavar="FILE", help="write here (default: stdout)")
     rep.set_defaults(run=_cmd_report)
+    dash = sub.add_parser("dashboard", help="the live web dashboard: streams, plays, infringements (docs/dashboard.md)")
+    dash.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need CASTWATCH_DASHBOARD_TOKEN)")
+    dash.add_argument("--port", type=int, default=8088, help="HTTP port (default 8088)")
+    dash.add_argument("--operator", help="who acknowledges and resolves, without a token (default: the OS user)")
+    dash.set_defaults(run=_cmd_dashboard)
     kafka = sub.add_parser("kafka", help="the local Kafka broker (when CASTWATCH_BROKER_URL is unset)")
     kafka.add_argument("action", choices=("up", "down", "url"), help="start it (printing its URL), stop it, or print the URL")
     kafka.set_defaults(run=_cmd_kafka)
@@ -299,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     from monitor.rights.migrations import SchemaError
     from monitor.simulate import SimulationError
     from monitor.settings import SettingsError
+    from monitor.web import DashboardError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -320,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         SimulationError,
         AudioError,
         ReportError,
+        DashboardError,
     ) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED

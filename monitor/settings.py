@@ -24,6 +24,9 @@ that works against the local services the project starts itself.
                                ``CASTWATCH_CACHE_DIR/kafka/VERSION``; fetched
                                from Maven Central on first use when empty).
 ``CASTWATCH_JAVA``             the ``java`` that runs it (default: on PATH).
+``CASTWATCH_DASHBOARD_TOKEN``  the secret ``castwatch dashboard`` asks of every
+                               request (at least 16 characters). Required
+                               when it binds to anything but loopback.
 =============================  ==============================================
 """
 
@@ -36,6 +39,7 @@ from pathlib import Path
 
 DEFAULT_PGPORT = 55432
 DEFAULT_KAFKA_PORT = 59092
+MIN_TOKEN_LENGTH = 16
 
 
 class SettingsError(ValueError):
@@ -84,6 +88,7 @@ class Settings:
     kafka_port: int = DEFAULT_KAFKA_PORT
     kafka_home: Path | None = None
     java: Path | None = None
+    dashboard_token: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -97,6 +102,12 @@ class Settings:
         kafka_port = _port(env, "CASTWATCH_KAFKA_PORT", DEFAULT_KAFKA_PORT)
         if kafka_port == 65535:
             raise SettingsError("CASTWATCH_KAFKA_PORT=65535: the local broker's controller needs the next port too")
+        token = env.get("CASTWATCH_DASHBOARD_TOKEN") or None
+        if token is not None and (len(token) < MIN_TOKEN_LENGTH or not token.isprintable() or " " in token):
+            raise SettingsError(
+                f"CASTWATCH_DASHBOARD_TOKEN: expected at least {MIN_TOKEN_LENGTH} printable characters without spaces"
+                f" (found {len(token)}); make one with `openssl rand -hex 16`"
+            )
         return cls(
             database_url=env.get("CASTWATCH_DATABASE_URL") or None,
             pgdata=Path(env.get("CASTWATCH_PGDATA") or _default_pgdata(env)),
@@ -108,4 +119,5 @@ class Settings:
             kafka_port=kafka_port,
             kafka_home=Path(kafka_home) if kafka_home else None,
             java=Path(java) if java else None,
+            dashboard_token=token,
         )

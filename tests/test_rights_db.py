@@ -230,3 +230,45 @@ def test_curator_role_manages_the_catalogue(db_url: str, recordings: list[Path])
         catalog.remove(curator, report.added[0][1])
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             curator.execute("DELETE FROM detections")
+
+
+def test_dashboard_role_reads_and_acknowledges_only(db_url: str) -> None:
+    import asyncio
+    import uuid
+
+    from monitor.web.data import act, overview
+
+    event_id = uuid.uuid4()
+    with psycopg.connect(db_url) as admin:
+        admin.execute("INSERT INTO tracks (title, duration_s, content_sha256, source) VALUES ('T', 60, sha256('t'), 'x')")
+        admin.execute(
+            """INSERT INTO detections (event_id, stream_id, track_id, started_at, ref_start_s, score, speed, licensed, state)
+               VALUES (%s, 's1', 1, now(), 0, 0.5, 1.0, false, 'started')""",
+            (event_id,),
+        )
+        admin.execute("INSERT INTO infringements (detection_id) VALUES (%s)", (event_id,))
+    dashboard_url = login_as(db_url, "castwatch_dashboard")
+
+    async def acknowledge() -> tuple[dict, dict]:
+        async with await psycopg.AsyncConnection.connect(dashboard_url) as conn:
+            return await overview(conn), await act(conn, event_id, "acknowledge", "ann", "seen")
+
+    seen, done = asyncio.run(acknowledge())
+    assert [i["event_id"] for i in seen["infringements"]] == [str(event_id)]
+    assert (done["status"], done["updated_by"]) == ("acknowledged", "ann")
+    with psycopg.connect(dashboard_url) as dashboard:
+        assert dashboard.execute("SELECT operator, action FROM infringement_actions").fetchall() == [("ann", "acknowledge")]
+        for forbidden in (
+            "UPDATE infringements SET created_at = now()",
+            "UPDATE detections SET licensed = true",
+            "DELETE FROM infringement_actions",
+            "UPDATE infringement_actions SET operator = 'someone else'",
+            "DELETE FROM infringements",
+            "INSERT INTO holders (name) VALUES ('Mallory')",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                dashboard.execute(forbidden)
+            dashboard.rollback()
+    with psycopg.connect(login_as(db_url, "castwatch_reader")) as reader:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            reader.execute("UPDATE infringements SET status = 'resolved'")

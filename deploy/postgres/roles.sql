@@ -16,9 +16,12 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'castwatch_reader') THEN
         CREATE ROLE castwatch_reader NOLOGIN;
     END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'castwatch_dashboard') THEN
+        CREATE ROLE castwatch_dashboard NOLOGIN;
+    END IF;
 END $$;
 
-GRANT USAGE ON SCHEMA public TO castwatch_worker, castwatch_curator, castwatch_reader;
+GRANT USAGE ON SCHEMA public TO castwatch_worker, castwatch_curator, castwatch_reader, castwatch_dashboard;
 
 -- Monitoring workers: read the catalogue, fingerprints and licences (and
 -- LISTEN for their changes, which needs no grant); write detections and
@@ -36,5 +39,13 @@ GRANT SELECT, UPDATE ON catalogue_state TO castwatch_curator;  -- the fingerprin
 GRANT SELECT, UPDATE ON infringements TO castwatch_curator;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO castwatch_curator;
 
--- Reports and dashboards: read everything, write nothing.
+-- Reports and other read-only tools: read everything, write nothing.
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO castwatch_reader;
+
+-- The live dashboard (`castwatch dashboard`): a reader that may do one thing,
+-- acknowledge or resolve an infringement, recorded with who and when. It can
+-- change no other column of infringements and nothing else at all.
+GRANT castwatch_reader TO castwatch_dashboard;
+GRANT UPDATE (status, note, updated_by, updated_at) ON infringements TO castwatch_dashboard;
+GRANT INSERT ON infringement_actions TO castwatch_dashboard;
+GRANT USAGE ON SEQUENCE infringement_actions_id_seq TO castwatch_dashboard;
