@@ -20,19 +20,28 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor import metrics
 from monitor.events import DurableStore
+from monitor.health import Progress, readiness
+from monitor.kafka.security import faust_credentials
 from monitor.kafka.topics import CHUNKS, DETECTIONS, DLQ, INFRINGEMENTS
+from monitor.settings import KafkaSecurity
 from monitor.stream import Accepted
 from monitor.tracker import STARTED
 from monitor.worker import Handled, Worker
 
 
-def create_app(broker_url: str, worker: Worker, store: DurableStore, web_port: int, app_id: str = "castwatch-worker") -> faust.App:
+def create_app(
+    broker_url: str, worker: Worker, store: DurableStore, web_port: int, app_id: str = "castwatch-worker",
+    web_host: str = "127.0.0.1", security: KafkaSecurity = KafkaSecurity(), stall_seconds: float = 300.0,
+) -> faust.App:  # fmt: skip
     brokers = ";".join(f"kafka://{server.strip()}" for server in broker_url.split(","))
+    progress = Progress(stall_seconds)
     app = faust.App(
         app_id,
         broker=brokers,
+        broker_credentials=faust_credentials(security),
         store="memory://",
-        web_host="127.0.0.1",
+        web_host=web_host,
+        web_bind=web_host,  # faust binds web_bind (default 0.0.0.0); web_host only names the URL
         web_port=web_port,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
@@ -55,6 +64,7 @@ def create_app(broker_url: str, worker: Worker, store: DurableStore, web_port: i
             handled = await asyncio.to_thread(worker.handle, event.key, event.value)
             metrics.CHUNK_SECONDS.observe(time.perf_counter() - started)
             record(handled)
+            progress.advanced()
             if handled.dlq_reason is not None:
                 reason = {"reason": handled.dlq_reason.encode(), "error": (handled.dlq_message or "").encode()}
                 await durable_send(DLQ, event.key, event.value, reason)
@@ -72,13 +82,28 @@ def create_app(broker_url: str, worker: Worker, store: DurableStore, web_port: i
         # aiohttp refuses a charset inside content_type, so the exposition format's type goes in as a header
         return view.bytes(generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    @app.page("/livez")
+    async def livez(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        check = progress.liveness()
+        return view.text(check.reason + "\n", status=check.status)
+
+    @app.page("/readyz")
+    async def readyz(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        owned = [tp for tp in app.consumer.assignment() if tp.topic == CHUNKS]
+        check = readiness(app.state == "running", len(owned), app.rebalancing)
+        return view.text(check.reason + "\n", status=check.status)
+
     @app.timer(interval=5.0)
     async def measure_lag() -> None:
+        backlog = 0
         for tp in app.consumer.assignment():
             if tp.topic == CHUNKS:
                 position = await app.consumer.position(tp)
                 if position is not None:
-                    metrics.LAG.labels(str(tp.partition)).set(max(0, app.consumer.highwater(tp) - position))
+                    lag = max(0, app.consumer.highwater(tp) - position)
+                    metrics.LAG.labels(str(tp.partition)).set(lag)
+                    backlog += lag
+        progress.measured(backlog, store.failures)
 
     return app
 
