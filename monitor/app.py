@@ -95,15 +95,14 @@ def create_app(
 
     @app.timer(interval=5.0)
     async def measure_lag() -> None:
-        backlog = 0
+        lags = {}
         for tp in app.consumer.assignment():
             if tp.topic == CHUNKS:
                 position = await app.consumer.position(tp)
                 if position is not None:
-                    lag = max(0, app.consumer.highwater(tp) - position)
-                    metrics.LAG.labels(str(tp.partition)).set(lag)
-                    backlog += lag
-        progress.measured(backlog, store.failures)
+                    lags[tp.partition] = max(0, app.consumer.highwater(tp) - position)
+        metrics.lag_measured(lags)
+        progress.measured(sum(lags.values()), store.failures)
 
     return app
 

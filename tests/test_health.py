@@ -148,3 +148,15 @@ def test_a_missing_ca_file_is_a_settings_error(tmp_path: Path) -> None:
     security = KafkaSecurity.from_env({"CASTWATCH_KAFKA_SECURITY": "SSL", "CASTWATCH_KAFKA_CA_FILE": str(tmp_path / "ca.pem")})
     with pytest.raises(SettingsError, match="cannot load the Kafka TLS files .*ca.pem"):
         client_options(security)
+
+
+def test_lag_of_partitions_a_rebalance_moved_away_is_dropped() -> None:
+    from monitor import metrics
+
+    def exported() -> dict[str, float]:
+        return {s.labels["partition"]: s.value for m in metrics.LAG.collect() for s in m.samples}
+
+    metrics.lag_measured({0: 5, 1: 0, 2: 7})
+    assert exported() == {"0": 5, "1": 0, "2": 7}
+    metrics.lag_measured({2: 3})
+    assert exported() == {"2": 3}
