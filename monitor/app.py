@@ -25,7 +25,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor import metrics, watchdog
 from monitor.events import DurableStore
+from monitor.health import Progress, readiness
+from monitor.kafka.security import client_options, faust_credentials
 from monitor.kafka.topics import CHUNKS, DETECTIONS, DLQ, INFRINGEMENTS
+from monitor.settings import KafkaSecurity
 from monitor.stream import Accepted
 from monitor.tracker import STARTED
 from monitor.worker import Handled, Worker
@@ -34,16 +37,20 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    broker_url: str, worker: Worker, store: DurableStore, web_port: int, datadir: Path, app_id: str = "castwatch-worker"
-) -> faust.App:
+    broker_url: str, worker: Worker, store: DurableStore, web_port: int, datadir: Path, app_id: str = "castwatch-worker",
+    web_host: str = "127.0.0.1", security: KafkaSecurity = KafkaSecurity(), stall_seconds: float = 300.0,
+) -> faust.App:  # fmt: skip
     brokers = ";".join(f"kafka://{server.strip()}" for server in broker_url.split(","))
     datadir.mkdir(parents=True, exist_ok=True)
+    progress = Progress(stall_seconds)
     app = faust.App(
         app_id,
         broker=brokers,
+        broker_credentials=faust_credentials(security),
         store="memory://",
         datadir=datadir,  # faust's scratch files (all our state is in Kafka and PostgreSQL)
-        web_host="127.0.0.1",
+        web_host=web_host,
+        web_bind=web_host,  # faust binds web_bind (default 0.0.0.0); web_host only names the URL
         web_port=web_port,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
@@ -69,6 +76,7 @@ def create_app(
             handled = await asyncio.to_thread(worker.handle, event.key, event.value)
             metrics.CHUNK_SECONDS.observe(time.perf_counter() - started)
             record(handled)
+            progress.advanced()
             if handled.dlq_reason is not None:
                 reason = {"reason": handled.dlq_reason.encode(), "error": (handled.dlq_message or "").encode()}
                 await durable_send(DLQ, event.key, event.value, reason)
@@ -90,13 +98,27 @@ def create_app(
         # aiohttp refuses a charset inside content_type, so the exposition format's type goes in as a header
         return view.bytes(generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    @app.page("/livez")
+    async def livez(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        check = progress.liveness()
+        return view.text(check.reason + "\n", status=check.status)
+
+    @app.page("/readyz")
+    async def readyz(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        owned = [tp for tp in app.consumer.assignment() if tp.topic == CHUNKS]
+        check = readiness(app.state == "running", len(owned), app.rebalancing)
+        return view.text(check.reason + "\n", status=check.status)
+
     @app.timer(interval=5.0)
     async def measure_lag() -> None:
+        lags = {}
         for tp in app.consumer.assignment():
             if tp.topic == CHUNKS:
                 position = await app.consumer.position(tp)
                 if position is not None:
-                    metrics.LAG.labels(str(tp.partition)).set(max(0, app.consumer.highwater(tp) - position))
+                    lags[tp.partition] = max(0, app.consumer.highwater(tp) - position)
+        metrics.lag_measured(lags)
+        progress.measured(sum(lags.values()), store.failures)
 
     stall = watchdog.Stall()
 
@@ -107,7 +129,7 @@ def create_app(
         ends: dict[int, int] = {}
         if mine:
             try:
-                committed, ends = await watchdog.probe(broker_url, app_id, mine)
+                committed, ends = await watchdog.probe(broker_url, app_id, mine, client_options(security))
             except (KafkaError, OSError, TimeoutError) as e:
                 log.info("watchdog: cannot read offsets (%s); the broker may be restarting", e)
                 return

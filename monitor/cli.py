@@ -53,17 +53,20 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     db = database_url(settings)
     broker = broker_url(settings)
-    asyncio.run(ensure_topics(broker, args.partitions))
+    asyncio.run(ensure_topics(broker, args.partitions, security=settings.kafka_security))
     recordings = Recordings(db)
     with LiveCatalogue(db, on_index=metrics.index_changed) as live:
         print(
             f"castwatch worker: {live.index.n_tracks} recordings ({live.index.seconds / 3600:.1f} h) from {db.split('@')[-1]},"
-            f" broker {broker}, metrics and health on http://127.0.0.1:{args.web_port}/",
+            f" broker {broker}, metrics on http://{settings.web_host}:{args.web_port}/metrics, health on /livez and /readyz",
             file=sys.stderr,
         )
         store = DurableStore(db)
         worker = Worker(lambda: live.index, lambda: live.book, recordings.get, store.saved_state)
-        app = create_app(broker, worker, store, args.web_port, settings.cache_dir / "faust" / args.group, app_id=args.group)
+        app = create_app(
+            broker, worker, store, args.web_port, settings.cache_dir / "faust" / args.group, app_id=args.group,
+            web_host=settings.web_host, security=settings.kafka_security, stall_seconds=settings.stall_seconds,
+        )  # fmt: skip
         try:
             FaustWorker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
         finally:
@@ -95,7 +98,7 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     summary = ingest.run_until_signalled(
         lambda stop: ingest.ingest(
             args.source, args.stream, url, topic=args.topic, rate=args.rate, chunk_seconds=args.chunk_seconds,
-            fast=args.fast, stop=stop,
+            fast=args.fast, stop=stop, security=settings.kafka_security,
         )
     )  # fmt: skip
     if summary.stopped:
@@ -118,7 +121,7 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
             lambda stop: simulate.simulate(
                 files, args.streams, args.minutes, args.seed, url, out, topic=args.topic, prefix=args.prefix,
                 rate=args.rate, chunk_seconds=args.chunk_seconds, codec_kbps=args.codec_kbps, fast=args.fast,
-                stop=stop,
+                stop=stop, security=settings.kafka_security,
             )
         )  # fmt: skip
     finally:
@@ -280,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.set_defaults(run=_cmd_demo)
     _add_rights_commands(sub)
     worker = sub.add_parser("worker", help="the monitoring daemon: audio chunks from Kafka to plays, detections, infringements")
-    worker.add_argument("--web-port", type=int, default=6066, help="HTTP port for metrics and health (default 6066)")
+    worker.add_argument(
+        "--web-port", type=int, default=6066, help="HTTP port for metrics and health (default 6066; host: CASTWATCH_WEB_HOST)"
+    )
     worker.add_argument("--partitions", type=int, default=4, help="partitions of topics it creates (default 4)")
     worker.add_argument("--group", default="castwatch-worker", help="Kafka consumer group (workers of one deployment share it)")
     worker.add_argument("--loglevel", default="warning", choices=("debug", "info", "warning", "error"))

@@ -42,6 +42,8 @@ from aiokafka.errors import KafkaError
 from fingerprint.audio import ffmpeg_path, is_url, to_mono
 from fingerprint.resample import StreamingResampler
 from monitor.chunks import MAX_CHUNK_SECONDS, SAMPLE_RATES, STREAM_ID, encode
+from monitor.kafka.security import client_options
+from monitor.settings import KafkaSecurity
 
 TOPIC = "audio.chunks.v1"
 DEFAULT_RATE = 16000
@@ -214,7 +216,7 @@ class ChunkPublisher:
     the capture instead of dropping audio silently.
     """
 
-    def __init__(self, broker_url: str, topic: str) -> None:
+    def __init__(self, broker_url: str, topic: str, security: KafkaSecurity = KafkaSecurity()) -> None:
         self.broker_url, self.topic = broker_url, topic
         self.sent = 0
         self.samples_sent = 0
@@ -226,6 +228,7 @@ class ChunkPublisher:
             linger_ms=LINGER_MS,
             max_batch_size=MAX_MESSAGE_BYTES,
             max_request_size=MAX_MESSAGE_BYTES + (1 << 16),
+            **client_options(security),
         )
 
     async def __aenter__(self) -> ChunkPublisher:
@@ -510,6 +513,7 @@ async def ingest(
     fast: bool = False,
     stop: asyncio.Event | None = None,
     report: Report = report_stderr,
+    security: KafkaSecurity = KafkaSecurity(),
 ) -> IngestSummary:
     """Publish ``source`` (a file, or a URL captured until ``stop``) as stream ``stream``'s chunks."""
     if not STREAM_ID.match(stream):
@@ -518,7 +522,7 @@ async def ingest(
     _check_source(source)
     stop = stop or asyncio.Event()
     started = time.monotonic()
-    async with ChunkPublisher(broker_url, topic) as publisher:
+    async with ChunkPublisher(broker_url, topic, security) as publisher:
         segment = Segment(stream, rate, size, publisher, Pacer(fast, stoppable_sleep(stop)))
         if is_url(source):
             segments = await _ingest_url(source, segment, stop, report)

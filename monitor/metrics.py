@@ -68,6 +68,13 @@ def saw_audio(stream: str, seconds: float) -> None:
     LAST_AUDIO.labels(stream).set(_last_audio[stream])
 
 
+def lag_measured(lag_by_partition: dict[int, int]) -> None:
+    """Set the lag of the partitions this worker owns now; drop those a rebalance moved elsewhere."""
+    LAG.clear()
+    for partition, lag in lag_by_partition.items():
+        LAG.labels(str(partition)).set(lag)
+
+
 def index_changed(index: Index) -> None:
     INDEX_RECORDINGS.set(index.n_tracks)
     INDEX_POSTINGS.set(index.n_postings)

@@ -27,6 +27,22 @@ that works against the local services the project starts itself.
 ``CASTWATCH_DASHBOARD_TOKEN``  the secret ``castwatch dashboard`` asks of every
                                request (at least 16 characters). Required
                                when it binds to anything but loopback.
+``CASTWATCH_WEB_HOST``         address the worker's web server (metrics,
+                               health) binds to (default ``127.0.0.1``;
+                               ``0.0.0.0`` in a container).
+``CASTWATCH_STALL_SECONDS``    the worker's liveness check fails when chunks
+                               wait and none was processed for this long
+                               (default 300).
+``CASTWATCH_KAFKA_SECURITY``   ``PLAINTEXT`` (default), ``SSL``,
+                               ``SASL_PLAINTEXT`` or ``SASL_SSL``.
+``CASTWATCH_KAFKA_SASL_MECHANISM``  ``PLAIN``, ``SCRAM-SHA-256`` (default) or
+                               ``SCRAM-SHA-512``; SASL only.
+``CASTWATCH_KAFKA_USERNAME``   SASL user name (required with SASL).
+``CASTWATCH_KAFKA_PASSWORD``   SASL password (required with SASL).
+``CASTWATCH_KAFKA_CA_FILE``    PEM file of the CA that signed the brokers'
+                               certificates (TLS; default: the system's).
+``CASTWATCH_KAFKA_CERT_FILE``  client certificate (PEM) for mutual TLS, with
+``CASTWATCH_KAFKA_KEY_FILE``   its private key (PEM).
 =============================  ==============================================
 """
 
@@ -59,6 +75,77 @@ def _port(environ: Mapping[str, str], name: str, default: int) -> int:
     return port
 
 
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError as e:
+        raise SettingsError(f"{name}={raw!r}: expected a number of seconds") from e
+    if not seconds > 0:
+        raise SettingsError(f"{name}={raw!r}: expected a positive number of seconds")
+    return seconds
+
+
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How castwatch's Kafka clients authenticate and encrypt (monitor/kafka/security.py applies it)."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-256"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "KafkaSecurity":
+        protocol = (env.get("CASTWATCH_KAFKA_SECURITY") or "PLAINTEXT").upper()
+        if protocol not in KAFKA_PROTOCOLS:
+            raise SettingsError(f"CASTWATCH_KAFKA_SECURITY={protocol!r}: expected one of {', '.join(KAFKA_PROTOCOLS)}")
+        mechanism = (env.get("CASTWATCH_KAFKA_SASL_MECHANISM") or "SCRAM-SHA-256").upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise SettingsError(
+                f"CASTWATCH_KAFKA_SASL_MECHANISM={mechanism!r}: expected one of {', '.join(SASL_MECHANISMS)}"
+            )
+        names = ("CASTWATCH_KAFKA_CA_FILE", "CASTWATCH_KAFKA_CERT_FILE", "CASTWATCH_KAFKA_KEY_FILE")
+        files = {name: env.get(name) or None for name in names}
+        ca, cert, key = (Path(value) if value else None for value in files.values())
+        security = cls(
+            protocol=protocol,
+            sasl_mechanism=mechanism,
+            username=env.get("CASTWATCH_KAFKA_USERNAME") or None,
+            password=env.get("CASTWATCH_KAFKA_PASSWORD") or None,
+            ca_file=ca,
+            cert_file=cert,
+            key_file=key,
+        )
+        if security.sasl and not (security.username and security.password):
+            raise SettingsError(
+                f"CASTWATCH_KAFKA_SECURITY={protocol} needs CASTWATCH_KAFKA_USERNAME and CASTWATCH_KAFKA_PASSWORD"
+            )
+        if not security.tls and any(files.values()):
+            given = ", ".join(name for name, value in files.items() if value)
+            raise SettingsError(f"{given} set but CASTWATCH_KAFKA_SECURITY={protocol}: use SSL or SASL_SSL for TLS")
+        if (security.cert_file is None) != (security.key_file is None):
+            raise SettingsError("CASTWATCH_KAFKA_CERT_FILE and CASTWATCH_KAFKA_KEY_FILE go together (mutual TLS)")
+        return security
+
+
 def _data_home(environ: Mapping[str, str]) -> Path:
     return Path(environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share"))
 
@@ -89,6 +176,9 @@ class Settings:
     kafka_home: Path | None = None
     java: Path | None = None
     dashboard_token: str | None = None
+    web_host: str = "127.0.0.1"
+    stall_seconds: float = 300.0
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -120,4 +210,7 @@ class Settings:
             kafka_home=Path(kafka_home) if kafka_home else None,
             java=Path(java) if java else None,
             dashboard_token=token,
+            web_host=env.get("CASTWATCH_WEB_HOST") or "127.0.0.1",
+            stall_seconds=_seconds(env, "CASTWATCH_STALL_SECONDS", 300.0),
+            kafka_security=KafkaSecurity.from_env(env),
         )

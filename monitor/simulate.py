@@ -49,6 +49,7 @@ from monitor.ingest import (
     report_stderr,
     stoppable_sleep,
 )
+from monitor.settings import KafkaSecurity
 
 SONG_CROSSFADE_S = (2.0, 5.0)
 LINK_CROSSFADE_S = 0.5  # jingles and links butt against songs with a short blend
@@ -297,7 +298,7 @@ async def simulate(
     catalogue_files: Sequence[str | Path], streams: int, minutes: float, seed: int, broker_url: str, truth_out: TextIO,
     *, topic: str = TOPIC, prefix: str = "sim", rate: int = DEFAULT_RATE, chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     codec_kbps: int | None = None, fast: bool = False, stop: asyncio.Event | None = None,
-    report: Report = report_stderr,
+    report: Report = report_stderr, security: KafkaSecurity = KafkaSecurity(),
 ) -> int:  # fmt: skip
     """Compose ``streams`` broadcasts, write their truth, publish them; the number of chunks sent."""
     if streams < 1:
@@ -311,7 +312,7 @@ async def simulate(
         report(f"composing {stream} ({i + 1}/{streams}, {minutes:g} min)")
         composition = await asyncio.to_thread(compose, catalogue_files, minutes, stream_seed, rate, codec_kbps)
         audio[stream], truth[stream] = composition.samples, composition.truth
-    async with ChunkPublisher(broker_url, topic) as publisher:
+    async with ChunkPublisher(broker_url, topic, security) as publisher:
         start_ns = time.time_ns()
         for stream in ids:
             for play in truth[stream]:

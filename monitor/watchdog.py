@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -60,11 +61,17 @@ class Stall:
         return stalled if stalled >= self.stall_after_s else None
 
 
-async def probe(bootstrap: str, group: str, partitions: Iterable[TopicPartition]) -> tuple[dict[int, int], dict[int, int]]:
-    """(committed, end) offsets by partition of ``partitions``, read with fresh clients (time-limited)."""
+async def probe(
+    bootstrap: str, group: str, partitions: Iterable[TopicPartition], options: dict[str, Any]
+) -> tuple[dict[int, int], dict[int, int]]:
+    """(committed, end) offsets by partition of ``partitions``, read with fresh clients (time-limited).
+
+    ``options``: the clients' security settings (``monitor.kafka.security.client_options``).
+    """
     partitions = list(partitions)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(PROBE_TIMEOUT_S * 1000))
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, request_timeout_ms=int(PROBE_TIMEOUT_S * 1000))
+    timeout_ms = int(PROBE_TIMEOUT_S * 1000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, **options)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, request_timeout_ms=timeout_ms, **options)
     try:
         async with asyncio.timeout(PROBE_TIMEOUT_S):
             await admin.start()
