@@ -5,8 +5,8 @@ session's broker; the page, loaded before the broadcast starts, must show
 the stream live and the detection without reloading, and acknowledging the
 infringement through the page must be recorded in the database with who
 and when. The screenshot is kept as a test artefact: in the directory named
-by ``CASTWATCH_TEST_ARTIFACTS`` if set, else the test's tmp path; the test
-prints where.
+by ``CASTWATCH_TEST_ARTIFACTS`` if set, else ``build/test-artifacts/`` of the
+working tree (ignored by git); the test prints where.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def test_dashboard_shows_a_live_detection_and_records_an_acknowledgement(
             catalog.add(conn, [path], {}, TrackMeta(title=f"Song {seed}", owners=(Owner("Acme Music"),)))
             files.append(path)
         add_stream(conn, Stream(stream, "FM One", "FM One Ltd", "FR"))  # no licence: every play infringes
-    artefacts = Path(os.environ.get("CASTWATCH_TEST_ARTIFACTS") or tmp_path)
+    artefacts = Path(os.environ.get("CASTWATCH_TEST_ARTIFACTS") or Path(__file__).parents[1] / "build" / "test-artifacts")
     artefacts.mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(kafka_broker.url))
     port = free_port()
