@@ -1,5 +1,5 @@
 # Everyday entry points. Each one creates or refreshes .venv first.
-.PHONY: demo test test-fast bench bench-rights venv
+.PHONY: demo test test-fast bench bench-rights robustness venv
 
 venv:
 	@scripts/bootstrap
@@ -18,3 +18,6 @@ bench: venv
 
 bench-rights: venv
 	.venv/bin/python -m monitor.rights.bench
+
+robustness: venv
+	.venv/bin/castwatch robustness --out robustness
