@@ -259,7 +259,7 @@ def _add_gan_commands(sub: argparse._SubParsersAction) -> None:
     train = gan.add_parser("train", help="train the generator on music (default: the public benchmark corpus)")
     train.add_argument("--corpus", type=Path, help="folder of music files (default: the public corpus, fetched once)")
     train.add_argument("--out", type=Path, default=Path("gan-run"), help="where to write weights, log, samples (default gan-run)")
-    train.add_argument("--steps", type=int, default=8000, help="generator updates (default 8000)")
+    train.add_argument("--steps", type=int, default=10000, help="generator updates (default 10000)")
     train.add_argument("--seed", type=int, default=1, help="same corpus and seed, same weights (default 1)")
     train.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1: reproducible, fast on a busy machine)")
     train.add_argument("--stats-clips", type=int, default=16, help="clips per source in the statistics comparison (default 16)")

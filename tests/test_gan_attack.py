@@ -47,7 +47,7 @@ def test_transforms_stay_within_their_bounds(reference: np.ndarray) -> None:
     index = build_index([("ref", reference)])
     bounds = Bounds(speed=0.03, pitch=0.0, eq_db=3.0)
     result = Attack(shipped(), index, "ref", reference[: 6 * SAMPLE_RATE], 10.0, bounds, seed=1).run(evaluations=12)
-    assert all(abs(t.speed - 1) <= 0.03 and t.pitch == 1.0 and max(map(abs, t.eq_db)) <= 3.0 for t in result.trials)
+    assert all(abs(t.speed - 1) <= 0.03 + 1e-9 and t.pitch == 1.0 and max(map(abs, t.eq_db)) <= 3.0 for t in result.trials)
     assert any(t.speed != 1.0 for t in result.trials if t.phase == "local")
     with pytest.raises(ValueError, match="speed bound"):
         Bounds(speed=0.5)
@@ -80,7 +80,7 @@ def test_robustness_quick_writes_table_plot_and_outcomes(tmp_path: Path, capsys:
     out = tmp_path / "rob"
     assert cli.main(["robustness", "--quick", "--budgets", "10,0", "--out", str(out), "-q"]) == 0
     table = (out / "robustness.md").read_text()
-    assert "castwatch robustness --quick" in table and all(f"| {attack} |" in table for attack in ATTACKS)
+    assert "Command: `castwatch robustness --quick --budgets 10,0 --seed 0`" in table and all(f"| {attack} |" in table for attack in ATTACKS)
     assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     outcomes = [json.loads(line) for line in (out / "outcomes.jsonl").read_text().splitlines()]
     assert len(outcomes) == 3 * 2 * len(ATTACKS)

@@ -138,6 +138,19 @@ def _budgets(text: str) -> tuple[float, ...]:
     return budgets
 
 
+def _robustness_command(args: argparse.Namespace, budgets: tuple[float, ...], n_refs: int, evaluations: int) -> str:
+    """The command line that reproduces a run, every setting spelled out."""
+    words = ["castwatch", "robustness"]
+    if args.quick:
+        words.append("--quick")
+    else:
+        words += ["--references", str(n_refs), "--evaluations", str(evaluations)]
+        words += ["--generated"] if args.generated else ["--corpus", str(args.corpus)] if args.corpus else []
+    words += ["--budgets", ",".join(f"{b:g}" for b in budgets), "--seed", str(args.seed)]
+    words += ["--weights", str(args.weights)] if args.weights else []
+    return shlex.join(words)
+
+
 def cmd_robustness(args: argparse.Namespace) -> int:
     from fingerprint.audio import decode
     from fingerprint.gan import robustness
@@ -162,8 +175,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
             print(f"{o.reference} {o.budget_db:g} dB {o.attack}: {state}", file=sys.stderr)
 
     outcomes = robustness.evaluate(generator, references, budgets, evaluations, args.seed, progress)
-    command = "castwatch " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "castwatch robustness"
-    table = robustness.write_report(outcomes, args.out, command)
+    table = robustness.write_report(outcomes, args.out, _robustness_command(args, budgets, n_refs, evaluations))
     print(table)
     print(
         f"{len(references)} references, {evaluations} evaluations per search, {time.perf_counter() - started:.0f} s;"
