@@ -64,16 +64,17 @@ def test_equalise_changes_the_named_bands_only() -> None:
 
 def test_recall_and_table() -> None:
     outcomes = [
-        Outcome("a", 10.0, ATTACKS[0], True, None, 1),
-        Outcome("b", 10.0, ATTACKS[0], False, None, 1),
-        Outcome("a", 10.0, ATTACKS[1], True, None, 1),
-        Outcome("b", 10.0, ATTACKS[1], True, None, 1),
+        Outcome("a", 10.0, ATTACKS[0], True, 40, 1),
+        Outcome("b", 10.0, ATTACKS[0], False, 8, 1),
+        Outcome("a", 10.0, ATTACKS[1], True, 30, 1),
+        Outcome("b", 10.0, ATTACKS[1], True, 20, 1),
         Outcome("a", 10.0, ATTACKS[2], False, 3, 9),
         Outcome("b", 10.0, ATTACKS[2], False, 0, 4),
     ]
     assert recall(outcomes) == {ATTACKS[0]: {10.0: 0.5}, ATTACKS[1]: {10.0: 1.0}, ATTACKS[2]: {10.0: 0.0}}
     table = markdown(outcomes)
     assert "| recall of 2 references | 10 dB |" in table and "| white noise | 50 % |" in table
+    assert "| white noise | 24 |" in table and "| adversarial overlay | 1.5 |" in table
 
 
 def test_robustness_quick_writes_table_plot_and_outcomes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,7 +21,7 @@ matcher with its default thresholds.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -82,15 +82,15 @@ class AttackResult:
     overlay: np.ndarray
     evidence: int
     identified: bool
-    trials: list[Trial] = field(default_factory=list)
-    best: Trial | None = None
+    trials: list[Trial]
+    best: Trial
 
     def record(self) -> dict[str, object]:
         return {
             "evidence": self.evidence,
             "identified": self.identified,
             "evaluations": len(self.trials),
-            "best": asdict(self.best) if self.best else None,
+            "best": asdict(self.best),
             "trials": [asdict(t) for t in self.trials],
         }
 
@@ -172,26 +172,23 @@ class Attack:
         if evaluations < 1:
             raise ValueError(f"evaluations must be at least 1, got {evaluations}")
         trials: list[Trial] = []
-        best: tuple[int, Candidate, Trial] | None = None
         step = INITIAL_STEP
-        for k in range(evaluations):
-            restart = k < min(RESTARTS, evaluations)
-            if restart or best is None:
-                candidate = self.random_candidate()
-            else:
-                candidate = self.perturb(best[1], step)
+
+        def evaluate(candidate: Candidate, phase: str) -> Trial:
             audio, _ = self.query(candidate)
-            evidence = self.evidence(audio)
-            trial = Trial("restart" if restart else "local", evidence, candidate.speed, candidate.pitch, list(candidate.eq_db), step)
+            trial = Trial(phase, self.evidence(audio), candidate.speed, candidate.pitch, list(candidate.eq_db), step)
             trials.append(trial)
-            if best is None or evidence <= best[0]:
-                if not restart:
-                    step = min(2.0, step * 1.5) if best is not None and evidence < best[0] else step
-                best = (evidence, candidate, trial)
-            elif not restart:
-                step = max(MIN_STEP, step * 1.5 ** (-0.25))  # one-fifth rule: 1 success in 5 keeps the step
-            if evidence == 0:
-                break
-        assert best is not None
-        adversarial, overlay = self.query(best[1])
-        return AttackResult(adversarial, overlay, best[0], self.identified(adversarial), trials, best[2])
+            return trial
+
+        best_candidate = self.random_candidate()
+        best = evaluate(best_candidate, "restart")
+        while len(trials) < evaluations and best.evidence > 0:
+            restart = len(trials) < RESTARTS
+            candidate = self.random_candidate() if restart else self.perturb(best_candidate, step)
+            trial = evaluate(candidate, "restart" if restart else "local")
+            if not restart:  # one-fifth rule: grow the step on success, shrink it slowly on failure
+                step = min(2.0, step * 1.5) if trial.evidence < best.evidence else max(MIN_STEP, step * 1.5 ** -0.25)
+            if trial.evidence <= best.evidence:  # ties move too: a plateau is crossed, not stuck on
+                best, best_candidate = trial, candidate
+        adversarial, overlay = self.query(best_candidate)
+        return AttackResult(adversarial, overlay, best.evidence, self.identified(adversarial), trials, best)

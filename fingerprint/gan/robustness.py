@@ -15,6 +15,7 @@ is not an attack; the adversarial recall is the number to raise.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ class Outcome:
     budget_db: float
     attack: str
     identified: bool
-    evidence: int | None  # aligned anchors left for the true recording (adversarial search only)
+    evidence: int  # aligned anchors left for the true recording, without the matcher's threshold
     evaluations: int
 
 
@@ -66,7 +67,7 @@ def evaluate(
     budgets_db: tuple[float, ...],
     evaluations: int,
     seed: int,
-    progress=lambda outcome: None,
+    progress: Callable[[Outcome], None] = lambda outcome: None,
 ) -> list[Outcome]:
     """Every (reference, budget, attack) outcome; ``progress`` sees each as it is decided."""
     if not references:
@@ -78,12 +79,12 @@ def evaluate(
         excerpt = excerpt_of(audio, rng)
         for budget in budgets_db:
             attack = Attack(generator, index, track_id, excerpt, budget, seed=seed * 100_003 + number)
-            noise = rng.standard_normal(excerpt.shape[0]).astype(np.float32)
+            noise_mix = mix_at_snr(excerpt, rng.standard_normal(excerpt.shape[0]), budget)
             random_mix, _ = attack.query(attack.random_candidate())
             searched = attack.run(evaluations)
             for outcome in (
-                Outcome(track_id, budget, ATTACKS[0], attack.identified(mix_at_snr(excerpt, noise, budget)), None, 1),
-                Outcome(track_id, budget, ATTACKS[1], attack.identified(random_mix), None, 1),
+                Outcome(track_id, budget, ATTACKS[0], attack.identified(noise_mix), attack.evidence(noise_mix), 1),
+                Outcome(track_id, budget, ATTACKS[1], attack.identified(random_mix), attack.evidence(random_mix), 1),
                 Outcome(track_id, budget, ATTACKS[2], searched.identified, searched.evidence, len(searched.trials)),
             ):
                 outcomes.append(outcome)
@@ -91,28 +92,33 @@ def evaluate(
     return outcomes
 
 
-def recall(outcomes: list[Outcome]) -> dict[str, dict[float, float]]:
-    """attack -> budget -> share identified."""
+def _per_cell(outcomes: list[Outcome], value: Callable[[list[Outcome]], float]) -> dict[str, dict[float, float]]:
+    """attack -> budget (loudest first) -> ``value`` of that cell's outcomes."""
     table: dict[str, dict[float, float]] = {}
     for attack in ATTACKS:
         for budget in sorted({o.budget_db for o in outcomes}, reverse=True):
-            chosen = [o.identified for o in outcomes if o.attack == attack and o.budget_db == budget]
-            table.setdefault(attack, {})[budget] = float(np.mean(chosen))
+            table.setdefault(attack, {})[budget] = value([o for o in outcomes if o.attack == attack and o.budget_db == budget])
     return table
 
 
+def recall(outcomes: list[Outcome]) -> dict[str, dict[float, float]]:
+    """attack -> budget -> share identified."""
+    return _per_cell(outcomes, lambda cell: float(np.mean([o.identified for o in cell])))
+
+
 def markdown(outcomes: list[Outcome]) -> str:
-    """Recall per attack and budget as a markdown table."""
-    table = recall(outcomes)
-    budgets = list(next(iter(table.values())))
+    """Recall, and the median evidence left, per attack and budget: two markdown tables."""
     n_refs = len({o.reference for o in outcomes})
-    lines = [
-        f"| recall of {n_refs} references | " + " | ".join(f"{b:g} dB" for b in budgets) + " |",
-        "|---|" + "---:|" * len(budgets),
-    ]
-    for attack, row in table.items():
-        lines.append(f"| {attack} | " + " | ".join(f"{100 * row[b]:.0f} %" for b in budgets) + " |")
-    return "\n".join(lines)
+    tables = []
+    for title, table, cell in (
+        (f"recall of {n_refs} references", recall(outcomes), lambda v: f"{100 * v:.0f} %"),
+        ("median evidence (aligned anchors)", _per_cell(outcomes, lambda c: float(np.median([o.evidence for o in c]))), lambda v: f"{v:g}"),
+    ):
+        budgets = list(next(iter(table.values())))
+        lines = [f"| {title} | " + " | ".join(f"{b:g} dB" for b in budgets) + " |", "|---|" + "---:|" * len(budgets)]
+        lines += [f"| {attack} | " + " | ".join(cell(row[b]) for b in budgets) + " |" for attack, row in table.items()]
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def plot(outcomes: list[Outcome], path: Path) -> None:
