@@ -90,6 +90,20 @@ def test_robustness_quick_writes_table_plot_and_outcomes(tmp_path: Path, capsys:
     assert "| white noise |" in capsys.readouterr().out
 
 
+def test_robustness_skips_undecodable_references(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    for seed in (1, 2):
+        sf.write(folder / f"song-{seed}.wav", generate(12.0, seed), SAMPLE_RATE)
+    (folder / "broken.wav").write_bytes(b"RIFF....WAVEnope")
+    argv = ["robustness", "--corpus", str(folder), "--references", "3", "--evaluations", "2", "--budgets", "0", "--out", str(tmp_path / "r"), "-q"]
+    assert cli.main(argv) == 0
+    outcomes = [json.loads(line) for line in (tmp_path / "r" / "outcomes.jsonl").read_text().splitlines()]
+    assert sorted({Path(o["reference"]).name for o in outcomes}) == ["song-1.wav", "song-2.wav"]
+    err = capsys.readouterr().err
+    assert "skipped:" in err and "broken.wav" in err
+
+
 def test_attack_command_writes_audio_and_record(tmp_path: Path, reference: np.ndarray) -> None:
     path = tmp_path / "ref.wav"
     sf.write(path, reference, SAMPLE_RATE)
@@ -114,6 +128,7 @@ def test_attack_command_writes_audio_and_record(tmp_path: Path, reference: np.nd
         (["attack", "{tmp}/nothing.wav", "--budget-db", "5", "--out", "{tmp}/o"], "no such file"),
         (["robustness", "--budgets", "10,loud", "--out", "{tmp}/r"], "expected dB values"),
         (["gan", "train", "--corpus", "{tmp}/empty", "--out", "{tmp}/t"], "no audio files"),
+        (["gan", "train", "--corpus", "{tmp}/empty", "--steps", "0"], "--steps must be at least 1, got 0"),
     ],
 )
 def test_user_mistakes_get_clear_errors(

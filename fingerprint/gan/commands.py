@@ -61,8 +61,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from fingerprint.gan import train
 
-    if args.steps < 1:
-        raise GanError(f"--steps must be at least 1, got {args.steps}")
+    for option, value in (("--steps", args.steps), ("--threads", args.threads), ("--stats-clips", args.stats_clips)):
+        if value < 1:
+            raise GanError(f"{option} must be at least 1, got {value}")
     with threadpool_limits(args.threads):  # one BLAS thread: faster on a shared machine, and bitwise reproducible
         train.run(_music_files(args.corpus), args.out, args.steps, args.seed, args.stats_clips)
     return 0
@@ -138,6 +139,23 @@ def _budgets(text: str) -> tuple[float, ...]:
     return budgets
 
 
+def _decoded_sample(files: list[Path], n: int, seed: int) -> list[tuple[str, np.ndarray]]:
+    """n files drawn with the seed, decoded; an undecodable file is reported and the next one drawn instead."""
+    from fingerprint.audio import AudioError, decode
+
+    references = []
+    for i in np.random.default_rng(seed).permutation(len(files)):
+        if len(references) == n:
+            break
+        try:
+            references.append((str(files[i]), decode(files[i])))
+        except AudioError as e:
+            print(f"skipped: {e}", file=sys.stderr)
+    if not references:
+        raise GanError(f"none of the {len(files)} files could be decoded; no references to attack")
+    return sorted(references)
+
+
 def _robustness_command(args: argparse.Namespace, budgets: tuple[float, ...], n_refs: int, evaluations: int) -> str:
     """The command line that reproduces a run, every setting spelled out."""
     words = ["castwatch", "robustness"]
@@ -152,7 +170,6 @@ def _robustness_command(args: argparse.Namespace, budgets: tuple[float, ...], n_
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from fingerprint.audio import decode
     from fingerprint.gan import robustness
 
     budgets = _budgets(args.budgets)
@@ -164,9 +181,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     if args.quick or args.generated:
         references = [(f"generated-{s}", generator.sample(GENERATED_SECONDS, 10_000 + s)) for s in range(n_refs)]
     else:
-        files = _music_files(args.corpus)
-        chosen = sorted(np.random.default_rng(args.seed).permutation(len(files))[:n_refs])
-        references = [(str(files[i]), decode(files[i])) for i in chosen]
+        references = _decoded_sample(_music_files(args.corpus), n_refs, args.seed)
     started = time.perf_counter()
 
     def progress(o: robustness.Outcome) -> None:
