@@ -87,6 +87,9 @@ def test_robustness_quick_writes_table_plot_and_outcomes(tmp_path: Path, capsys:
     assert len(outcomes) == 3 * 2 * len(ATTACKS)
     by_attack = {a: [o for o in outcomes if o["attack"] == a] for a in ATTACKS}
     assert all(o["evaluations"] >= 1 for o in by_attack[ATTACKS[2]])
+    # The search is an attack: at equal power it leaves the matcher less evidence than white noise does.
+    assert [(o["reference"], o["budget_db"]) for o in by_attack[ATTACKS[0]]] == [(o["reference"], o["budget_db"]) for o in by_attack[ATTACKS[2]]]
+    assert sum(o["evidence"] for o in by_attack[ATTACKS[2]]) < 0.8 * sum(o["evidence"] for o in by_attack[ATTACKS[0]])
     assert "| white noise |" in capsys.readouterr().out
 
 
