@@ -91,6 +91,7 @@ class Generator:
         return self.audio_of(self.latent_path(patches_for(seconds), rng), seconds, rng)
 
     def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the weights as float16 arrays in a compressed ``.npz`` that ``load`` reads (no pickle)."""
         arrays = {f"w{i}": w.astype(np.float16) for i, w in enumerate(self.network.weights)}
         arrays |= {f"b{i}": b.astype(np.float16) for i, b in enumerate(self.network.biases)}
         meta = np.array([FORMAT_VERSION, self.latent_dim, PATCH_STEPS, N_MELS, TEMPORAL_COMPONENTS], np.int64)
