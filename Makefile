@@ -1,5 +1,5 @@
 # Everyday entry points. Each one creates or refreshes .venv first.
-.PHONY: demo test test-fast bench bench-rights bench-daemon venv
+.PHONY: demo test test-fast bench bench-rights bench-daemon robustness venv
 
 venv:
 	@scripts/bootstrap
@@ -21,3 +21,6 @@ bench-rights: venv
 
 bench-daemon: venv
 	.venv/bin/python -m monitor.bench
+
+robustness: venv
+	.venv/bin/castwatch robustness --out robustness

@@ -8,6 +8,9 @@ A pure library: no Kafka, no SQL, no global state; it never imports
   streaming-exact;
 - ``index.IndexBuilder`` / ``Index``: the inverted index in flat arrays;
 - ``matcher.Matcher``: offset voting over speed hypotheses, giving ``Match``es.
+
+Beside the path: ``synth`` and ``gan`` (a trained generator) make test audio,
+and ``gan`` also attacks the matcher with adversarial overlays.
 """
 
 from fingerprint.audio import AudioError, decode

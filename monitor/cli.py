@@ -274,6 +274,59 @@ def _add_rights_commands(sub: argparse._SubParsersAction) -> None:
     ident.set_defaults(run=c.cmd_identify)
 
 
+def _add_gan_commands(sub: argparse._SubParsersAction) -> None:
+    from fingerprint.gan import commands as g
+    from fingerprint.gan.robustness import DEFAULT_BUDGETS_DB
+
+    def weights(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--weights", type=Path, help="generator weights (.npz; default: the ones shipped in the package)")
+
+    gan = sub.add_parser("gan", help="the embedded GAN generator of test and adversarial audio").add_subparsers(
+        dest="action", required=True
+    )
+    train = gan.add_parser("train", help="train the generator on music (default: the public benchmark corpus)")
+    train.add_argument("--corpus", type=Path, help="folder of music files (default: the public corpus, fetched once)")
+    train.add_argument("--out", type=Path, default=Path("gan-run"), help="where to write weights, log, samples (default gan-run)")
+    train.add_argument("--steps", type=int, default=10000, help="generator updates (default 10000)")
+    train.add_argument("--seed", type=int, default=1, help="same corpus and seed, same weights (default 1)")
+    train.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1: reproducible, fast on a busy machine)")
+    train.add_argument("--stats-clips", type=int, default=16, help="clips per source in the statistics comparison (default 16)")
+    train.set_defaults(run=lambda args, settings: g.cmd_train(args))
+    sample = gan.add_parser("sample", help="write generated music to a WAV file (8 kHz)")
+    sample.add_argument("out", metavar="OUT.wav", type=Path)
+    sample.add_argument("--seconds", type=float, required=True, help="length in seconds")
+    sample.add_argument("--seed", type=int, required=True, help="same seed, same audio")
+    weights(sample)
+    sample.set_defaults(run=lambda args, settings: g.cmd_sample(args))
+
+    attack = sub.add_parser("attack", help="search generated overlays that hide a recording from the matcher")
+    attack.add_argument("reference", metavar="REFERENCE", help="the recording to attack (an audio file)")
+    attack.add_argument("--budget-db", type=float, required=True, help="SNR of recording to overlay in the mix (dB)")
+    attack.add_argument("--out", type=Path, required=True, help="folder for adversarial.wav, overlay.wav, attack.json")
+    attack.add_argument("--start", type=float, help="excerpt start in seconds (default: the middle of the recording)")
+    attack.add_argument("--seconds", type=float, default=10.0, help="excerpt length (default 10)")
+    attack.add_argument("--evaluations", type=int, default=60, help="matcher calls the search may spend (default 60)")
+    attack.add_argument("--seed", type=int, default=0)
+    attack.add_argument("--max-speed", type=float, default=0.0, help="also change the speed by up to this fraction (e.g. 0.03)")
+    attack.add_argument("--max-pitch", type=float, default=0.0, help="also shift the pitch by up to this fraction (e.g. 0.02)")
+    attack.add_argument("--max-eq-db", type=float, default=0.0, help="also equalise 4 bands by up to this many dB")
+    weights(attack)
+    attack.set_defaults(run=lambda args, settings: g.cmd_attack(args))
+
+    rob = sub.add_parser("robustness", help="recall under white noise, random and adversarial overlays, per SNR budget")
+    rob.add_argument("--references", type=int, default=20, help="how many references (default 20)")
+    rob.add_argument("--generated", action="store_true", help="use generated recordings, not the public corpus")
+    rob.add_argument("--corpus", type=Path, help="folder of reference recordings (default: the public corpus)")
+    rob.add_argument("--budgets", default=",".join(f"{b:g}" for b in DEFAULT_BUDGETS_DB), help="SNR budgets in dB (default 20,10,5,0)")
+    rob.add_argument("--evaluations", type=int, default=40, help="matcher calls per adversarial search (default 40)")
+    rob.add_argument("--quick", action="store_true", help=f"{g.QUICK_REFERENCES} generated references, {g.QUICK_EVALUATIONS} evaluations: seconds")
+    rob.add_argument("--seed", type=int, default=0)
+    rob.add_argument("--out", type=Path, default=Path("robustness"), help="folder for the table, plot and outcomes (default robustness)")
+    rob.add_argument("--quiet", "-q", action="store_true", help="no per-outcome progress")
+    weights(rob)
+    rob.set_defaults(run=lambda args, settings: g.cmd_robustness(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="castwatch", description="Broadcast copyright monitoring.")
     parser.add_argument("--verbose", "-v", action="store_true", help="log what happens behind the scenes")
@@ -305,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--port", type=int, default=8088, help="HTTP port (default 8088)")
     dash.add_argument("--operator", help="who acknowledges and resolves, without a token (default: the OS user)")
     dash.set_defaults(run=_cmd_dashboard)
+    _add_gan_commands(sub)
     kafka = sub.add_parser("kafka", help="the local Kafka broker (when CASTWATCH_BROKER_URL is unset)")
     kafka.add_argument("action", choices=("up", "down", "url"), help="start it (printing its URL), stop it, or print the URL")
     kafka.set_defaults(run=_cmd_kafka)
@@ -313,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from fingerprint.audio import AudioError
+    from fingerprint.gan import GanError
     from fingerprint.index import IndexFormatError
     from monitor.ingest import IngestError
     from monitor.kafka.local import LocalBrokerError
@@ -347,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         AudioError,
         ReportError,
         DashboardError,
+        GanError,
     ) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED

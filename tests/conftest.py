@@ -1,5 +1,5 @@
 """Shared fixtures: a real PostgreSQL and a real Kafka broker for the tests that need them
-(see tests/pg.py and tests/broker.py), synthesised recordings."""
+(see tests/pg.py and tests/broker.py), recordings made by the GAN generator."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import psycopg
 import pytest
 import soundfile as sf
 
+from fingerprint.gan import generate
 from fingerprint.params import SAMPLE_RATE
-from fingerprint.synth import music
 from monitor.kafka.local import LocalBroker
 
 from broker import session_broker
@@ -44,18 +44,18 @@ def conn(db_url: str) -> Iterator[psycopg.Connection]:
 
 
 def write_tracks(folder: Path, seeds: range, seconds: float = 30.0) -> list[Path]:
-    """Synthesised recordings as 8 kHz WAV files, one per seed (distinct content)."""
+    """Generated recordings (fingerprint.gan) as 8 kHz WAV files, one per seed (distinct content)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for seed in seeds:
         path = folder / f"track-{seed:03d}.wav"
         if not path.exists():
-            sf.write(path, music(seconds, seed), SAMPLE_RATE)
+            sf.write(path, generate(seconds, seed), SAMPLE_RATE)
         paths.append(path)
     return paths
 
 
 @pytest.fixture(scope="session")
 def recordings(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Six 30 s synthesised recordings (shared; do not modify)."""
+    """Six 30 s generated recordings (shared; do not modify)."""
     return write_tracks(tmp_path_factory.mktemp("recordings"), range(1, 7))
