@@ -60,7 +60,7 @@ class Recordings:
         self._db.close()
 
 
-STATE_EVERY_S = 5.0  # stream time between state saves when nothing else happens
+STATE_EVERY_S = 10.0  # stream time between state saves when nothing else happens (well inside the tracker's 20 s gap)
 
 
 class Worker:

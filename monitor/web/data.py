@@ -1,7 +1,7 @@
 """What the dashboard shows, read from PostgreSQL in one query per view, and its one write.
 
 Stream liveness comes from ``stream_state``, which the worker saves every
-5 s of a stream's audio and with every play event (``monitor/worker.py``):
+10 s of a stream's audio and with every play event (``monitor/worker.py``):
 ``updated_at`` is when it last processed that stream's audio (database
 clock) and ``state->'end_s'`` the capture time of the end of that audio.
 
@@ -28,7 +28,7 @@ from psycopg.rows import dict_row
 
 from monitor.events import iso_utc
 
-SILENT_AFTER_S = 15.0  # three missed state saves
+SILENT_AFTER_S = 25.0  # more than two missed state saves (workers save every 10 s of audio)
 LAGGING_AFTER_S = 30.0
 MAX_STREAMS = 5000
 RECENT_DETECTIONS = 50
