@@ -23,4 +23,4 @@ bench-daemon: venv
 	.venv/bin/python -m monitor.bench
 
 robustness: venv
-	.venv/bin/castwatch robustness --out robustness
+	.venv/bin/castwatch robustness --out build/robustness
