@@ -289,6 +289,12 @@ def score_detections(streams: list[Stream], events: list[dict[str, object]], ids
             ]  # fmt: skip
             if not hits:
                 d.missed += 1
+                print(
+                    f"missed: {stream.name} {Path(str(play.recording)).name} (track {track}) from {play.stream_start:.1f} s"
+                    f" to {play.stream_end:.1f} s of the stream, recording from {play.ref_start:.1f} s, speed"
+                    f" {play.speed:.3f}{', talk-over' if play.talk_over else ''}; announced on this stream:"
+                    f" {sorted({int(str(e['track_id'])) for e in mine})}", file=sys.stderr,
+                )  # fmt: skip
                 continue
             n, first = min(hits, key=lambda h: _epoch(str(h[1]["detected_at"])))
             claimed.add(n)
