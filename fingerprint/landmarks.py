@@ -36,6 +36,7 @@ from fingerprint.params import (
     CONTRAST_DF,
     FASTMATH,
     HOP,
+    LIVE_TARGETS,
     N_BINS,
     N_FFT,
     PEAK_BAND_EDGES_HZ,
@@ -345,13 +346,14 @@ class Density(NamedTuple):
 
 REFERENCE = Density(PEAK_TOP_K, TARGETS, MAX_TRIPLETS)
 QUERY = Density(QUERY_PEAK_TOP_K, QUERY_TARGETS, QUERY_TARGETS * (QUERY_TARGETS - 1) // 2)
+LIVE = Density(QUERY_PEAK_TOP_K, LIVE_TARGETS, LIVE_TARGETS * (LIVE_TARGETS - 1) // 2)
 
 
 class Extractor:
     """Streaming landmark extractor for one signal at the engine sample rate.
 
-    ``density`` is REFERENCE for catalogue recordings and QUERY for what is
-    matched against them (files to identify, broadcast streams).
+    ``density`` is REFERENCE for catalogue recordings, QUERY for files and
+    excerpts matched against them, LIVE for broadcast streams.
 
     ``feed`` accepts chunks of any length (including zero) and returns the
     landmarks that became final; ``flush`` ends the stream and returns the

@@ -88,6 +88,13 @@ MONOTONE_OCT = 1.0 / 40.0
 # per second of query, not of index memory.
 QUERY_PEAK_TOP_K = (14, 14, 14, 14)
 QUERY_TARGETS = 8
+# A live stream (monitor.stream) takes one target fewer per anchor: 21
+# triplets instead of 28, so a quarter fewer lookups and votes. A stream is
+# matched window after window and a play is confirmed by many windows, not by
+# one query: on simulated broadcasts (clean, pink noise at 0 dB over the
+# whole broadcast, MP3 at 32 kbit/s) the same plays were found, with the same
+# detection latency, for 15-20 % less CPU (docs/benchmarks-daemon.md).
+LIVE_TARGETS = 7
 
 # Frames of look-ahead after which the landmarks anchored at a frame are final.
 LOOKAHEAD_FRAMES = ZONE_DT_MAX + PEAK_WINDOW + PEAK_DT + 1

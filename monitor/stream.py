@@ -1,8 +1,9 @@
 """One stream's live processing: chunks in, play events out. Pure apart from the matcher it is given.
 
 Per stream: a streaming resampler to the engine's rate, the engine's
-streaming extractor (query density), a bounded window of recent landmarks
-with their index hits, and a ``PlayTracker``. Each landmark is looked up in
+streaming extractor (live density: one target per anchor fewer than a file
+query, see ``fingerprint.params.LIVE_TARGETS``), a bounded window of recent
+landmarks with their index hits, and a ``PlayTracker``. Each landmark is looked up in
 the index once, when the extractor returns it. Whenever at least ``step_s``
 more audio is final (in practice: with every chunk of a second or more), the
 hits of the last ``window_s`` of landmarks are voted on and the matches go to
@@ -38,7 +39,7 @@ from enum import Enum
 
 import numpy as np
 
-from fingerprint.landmarks import QUERY, Extractor, Landmarks
+from fingerprint.landmarks import LIVE, Extractor, Landmarks
 from fingerprint.matcher import Hits, Match, Matcher
 from fingerprint.params import FRAME_RATE, SAMPLE_RATE
 from fingerprint.resample import StreamingResampler
@@ -187,7 +188,7 @@ class StreamProcessor:
         self._origin_s = chunk.captured_ns / 1e9
         self._samples = 0
         self._resampler = StreamingResampler(chunk.rate, SAMPLE_RATE)
-        self._extractor = Extractor(QUERY)
+        self._extractor = Extractor(LIVE)
         self._recent = Landmarks.empty()
         self._hits = Hits.concat([])
         self._decided = 0

@@ -20,13 +20,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fingerprint import landmarks, params
-from fingerprint.landmarks import QUERY, REFERENCE, Density, Extractor, Landmarks, extract
+from fingerprint.landmarks import LIVE, QUERY, REFERENCE, Density, Extractor, Landmarks, extract
 from fingerprint.spectrum import n_frames_for
 from fingerprint.synth import music
 
 SR = params.SAMPLE_RATE
 N_FFT, HOP = params.N_FFT, params.HOP
-DENSITIES = {"reference": REFERENCE, "query": QUERY}
+DENSITIES = {"reference": REFERENCE, "query": QUERY, "live": LIVE}
 
 
 def _signals() -> dict[str, np.ndarray]:
