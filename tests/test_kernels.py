@@ -595,6 +595,33 @@ def test_vote_bins_random(
     assert got == naive.vote_bins(log2_speed, speed_tol, frame, rel_t, step, steps, min_votes)
 
 
+@FEW
+@given(
+    sizes=st.lists(st.integers(0, 700), min_size=1, max_size=40),
+    min_votes=st.integers(1, 8),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_track_vote_bins_equals_vote_bins_track_by_track(sizes: list[int], min_votes: int, seed: int) -> None:
+    """The bins and votes of ``_vote_bins`` on each track's hits (tracks of up to 700 hits: tables past 1,024 slots)."""
+    rng = np.random.default_rng(seed)
+    columns = [planted_hits(rng, n // 2, n - n // 2, float(rng.uniform(0.9, 1.1))) for n in sizes]
+    log2_speed, speed_tol, frame, rel_t = (np.concatenate(c) for c in zip(*columns))
+    track = np.repeat(np.arange(len(sizes)), sizes)
+    order = rng.permutation(track.shape[0])
+    order = order[np.argsort(track[order], kind="stable")]  # grouped by track, shuffled within
+    offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    step, steps = params.SPEED_STEP_OCT, params.SPEED_STEPS
+    keys, votes, tracks = matcher._track_vote_bins(log2_speed, speed_tol, frame, rel_t, order, offsets, step, steps, min_votes)
+    assert np.all(np.diff(tracks) >= 0)  # track by track
+    for t in range(len(sizes)):
+        sub = order[offsets[t] : offsets[t + 1]]
+        want = (
+            kernel_bins(*matcher._vote_bins(log2_speed[sub], speed_tol[sub], frame[sub], rel_t[sub], step, steps, min_votes))
+            if sub.shape[0] >= min_votes else {}
+        )  # fmt: skip
+        assert kernel_bins(keys[tracks == t], votes[tracks == t]) == want
+
+
 def test_vote_bins_count_offset_neighbours() -> None:
     """Three hits one frame apart at speed 1: the middle bin counts all three, the outer ones two."""
     frame = np.array([100.0, 101.0, 102.0])
