@@ -4,7 +4,8 @@ Layout (frozen, read-only, memory-mappable):
 
 - ``directory`` uint32[2**DIR_BITS + 1]: postings of keys whose top bits equal
   ``b`` are ``[directory[b], directory[b + 1])``;
-- ``low`` uint8[n]: the low 8 bits of each posting's key, sorted within a bucket;
+- ``low`` uint8[n]: the low LOW_BITS bits of each posting's key, sorted within
+  a bucket;
 - ``frames`` uint32[n]: the posting's global anchor frame. Tracks are laid end
   to end on one global frame axis (``starts``), so one uint32 encodes both the
   track and the time, and offset voting needs no track column;
@@ -13,7 +14,12 @@ Layout (frozen, read-only, memory-mappable):
 - ``pitches`` uint8[n]: the anchor's log2 frequency in PITCH_STEP octaves, so
   that a hit gives its transposition (query pitch - reference pitch).
 
-That is 7 bytes per posting plus a fixed 256 KiB directory. An index is built
+That is 7 bytes per posting plus a fixed 4 MiB directory. The directory is
+fine (2**20 buckets, a few dozen postings each in a 100 h catalogue) so that
+a lookup reads one directory entry and one or two cache lines of ``low``: a
+live stream probes tens of thousands of keys per chunk, and with 2**16
+buckets (about 600 postings each) the binary search within a bucket, cache
+miss after cache miss, was most of the lookup's time. An index is built
 growable (``IndexBuilder``), then frozen; frozen indexes merge, drop tracks,
 and save to a directory of ``.npy`` files plus ``meta.json`` (no pickle).
 """
@@ -34,10 +40,11 @@ from fingerprint.hashes import hash_landmarks
 from fingerprint.landmarks import Landmarks
 from fingerprint.params import DT3_SCALE, FASTMATH, FRAME_RATE, HASH_BITS, PARAMS_VERSION, PITCH_BASE, PITCH_STEP
 
-LOW_BITS = 8
+LOW_BITS = 4
 DIR_BITS = HASH_BITS - LOW_BITS
 FORMAT = "castwatch-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: 2**20 directory buckets (1: 2**16)
+SORT_BITS = 8  # digit of the first radix-sort pass
 
 
 class IndexFormatError(Exception):
@@ -182,7 +189,7 @@ def _check_u32(name: str, values: np.ndarray) -> np.ndarray:
 def key_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Stable order of ``keys`` (uint32 < 2**HASH_BITS) and the bucket directory, in O(n).
 
-    A two-pass LSD radix sort (low byte, then directory bucket): stable, so
+    A two-pass LSD radix sort (low byte, then the other 16 bits): stable, so
     postings that arrive in frame order come out sorted by (key, frame). It
     lets a snapshot of millions of postings freeze in a fraction of the time
     of a comparison sort.
@@ -190,8 +197,8 @@ def key_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keys = _check_u32("keys", keys)
     if keys.shape[0] and int(keys.max()) >= 2**HASH_BITS:
         raise ValueError(f"keys must be below 2**{HASH_BITS}; found {int(keys.max())}")
-    order = _digit_pass(keys, np.arange(keys.shape[0], dtype=np.int64), 0, LOW_BITS)
-    order = _digit_pass(keys, order, LOW_BITS, DIR_BITS)
+    order = _digit_pass(keys, np.arange(keys.shape[0], dtype=np.int64), 0, SORT_BITS)
+    order = _digit_pass(keys, order, SORT_BITS, HASH_BITS - SORT_BITS)
     counts = np.bincount(keys >> LOW_BITS, minlength=2**DIR_BITS)
     directory = np.concatenate(([0], np.cumsum(counts))).astype(np.uint32)
     return order, directory
@@ -413,7 +420,7 @@ def load(path: str | os.PathLike[str], mmap: bool = True) -> Index:
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise IndexFormatError(
             f"{path}: unsupported index format {meta.get('format')!r} v{meta.get('format_version')}"
-            f" (this castwatch reads {FORMAT} v{FORMAT_VERSION})"
+            f" (this castwatch reads {FORMAT} v{FORMAT_VERSION}): rebuild it with `index`"
         )
     if meta.get("params_version") != PARAMS_VERSION or meta.get("hash_bits") != HASH_BITS:
         raise IndexFormatError(

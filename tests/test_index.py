@@ -13,7 +13,7 @@ import pytest
 
 from fingerprint import index as index_mod
 from fingerprint.hashes import hash_landmarks
-from fingerprint.index import Index, IndexBuilder, IndexFormatError, Postings, frame_order, key_order, load, merge, postings, save
+from fingerprint.index import LOW_BITS, Index, IndexBuilder, IndexFormatError, Postings, frame_order, key_order, load, merge, postings, save
 from fingerprint.landmarks import Landmarks, extract
 from fingerprint.params import HASH_BITS, N_FFT, PARAMS_VERSION, SAMPLE_RATE
 from fingerprint.spectrum import n_frames_for
@@ -181,7 +181,7 @@ def test_key_order_equals_numpy_stable_argsort(n: int, key_range: int) -> None:
     keys = np.random.default_rng(n).integers(0, key_range, n).astype(np.uint32)
     order, directory = key_order(keys)
     np.testing.assert_array_equal(order, np.argsort(keys, kind="stable"))
-    expected = np.searchsorted(keys[order] >> 8, np.arange(2 ** (HASH_BITS - 8) + 1), side="left")
+    expected = np.searchsorted(keys[order] >> LOW_BITS, np.arange(2 ** (HASH_BITS - LOW_BITS) + 1), side="left")
     np.testing.assert_array_equal(directory, expected)
     assert directory.dtype == np.uint32
 
