@@ -20,27 +20,51 @@ import numba
 import numpy as np
 from scipy.signal import firwin
 
-from fingerprint.params import SAMPLE_RATE
+from fingerprint.params import FASTMATH, SAMPLE_RATE
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
 def _polyphase(
-    buf: np.ndarray, buf_start: int, h: np.ndarray, up: int, down: int, delay: int, n_from: int, n_to: int
+    buf: np.ndarray, buf_start: int, phases: np.ndarray, lengths: np.ndarray, up: int, down: int, delay: int,
+    n_from: int, n_to: int,
 ) -> np.ndarray:
-    """Outputs ``n_from..n_to-1``: y[n] = sum_i h[n*down + delay - i*up] * x[i] (x = 0 outside ``buf``)."""
-    taps = h.shape[0]
+    """Outputs ``n_from..n_to-1``: y[n] = sum_i h[n*down + delay - i*up] * x[i] (x = 0 outside ``buf``).
+
+    ``phases[p, :lengths[p]]`` are the taps that meet the inputs of an output
+    of phase p = (n*down + delay) mod up, in input order, so that each output
+    is one contiguous dot product (vectorised). Only outputs whose inputs
+    reach past the signal's start or end take the guarded loop, whatever the
+    chunking, so chunking does not change a single bit of the output.
+    """
     out = np.empty(n_to - n_from, np.float64)
+    buf_end = buf_start + buf.shape[0]
     for j in range(n_to - n_from):
         t = (n_from + j) * down + delay
-        i_hi = t // up
-        i_lo = -((taps - 1 - t) // up)  # ceil((t - taps + 1) / up)
-        lo = max(i_lo, buf_start)
-        hi = min(i_hi, buf_start + buf.shape[0] - 1)
+        p = t % up
+        length = lengths[p]
+        first = t // up - length + 1  # input index met by phases[p, 0]
+        taps = phases[p]
         acc = 0.0
-        for i in range(lo, hi + 1):
-            acc += h[t - i * up] * buf[i - buf_start]
+        if first >= buf_start and first + length <= buf_end:
+            base = first - buf_start
+            for k in range(length):
+                acc += taps[k] * buf[base + k]
+        else:
+            for k in range(length):
+                i = first + k
+                if buf_start <= i < buf_end:
+                    acc += taps[k] * buf[i - buf_start]
         out[j] = acc
     return out
+
+
+def polyphase_taps(h: np.ndarray, up: int) -> tuple[np.ndarray, np.ndarray]:
+    """(phases, lengths): phase p's taps h[p + k*up], last k first (the order of the inputs they meet)."""
+    lengths = np.array([(h.shape[0] - 1 - p) // up + 1 for p in range(up)], np.int64)
+    phases = np.zeros((up, int(lengths.max())), np.float64)
+    for p in range(up):
+        phases[p, : lengths[p]] = h[p :: up][: lengths[p]][::-1]
+    return phases, lengths
 
 
 class StreamingResampler:
@@ -59,6 +83,7 @@ class StreamingResampler:
             else firwin(2 * half_len + 1, 1.0 / max(self.up, self.down), window=("kaiser", 5.0)) * self.up
         )
         self._delay = half_len
+        self._phases, self._lengths = polyphase_taps(self._h, self.up)
         self._buf = np.zeros(0, np.float64)
         self._buf_start = 0  # absolute input index of _buf[0]
         self._seen = 0  # input samples fed so far
@@ -88,7 +113,9 @@ class StreamingResampler:
         return self._produce(max(total, self._next))
 
     def _produce(self, n_to: int) -> np.ndarray:
-        out = _polyphase(self._buf, self._buf_start, self._h, self.up, self.down, self._delay, self._next, n_to)
+        out = _polyphase(
+            self._buf, self._buf_start, self._phases, self._lengths, self.up, self.down, self._delay, self._next, n_to
+        )
         self._next = n_to
         keep_from = max(0, -((self._h.shape[0] - 1 - (self._next * self.down + self._delay)) // self.up))
         if keep_from > self._buf_start:
