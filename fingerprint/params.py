@@ -92,8 +92,10 @@ QUERY_TARGETS = 8
 # triplets instead of 28, so a quarter fewer lookups and votes. A stream is
 # matched window after window and a play is confirmed by many windows, not by
 # one query: on simulated broadcasts (clean, pink noise at 0 dB over the
-# whole broadcast, MP3 at 32 kbit/s) the same plays were found, with the same
-# detection latency, for 15-20 % less CPU (docs/benchmarks-daemon.md).
+# whole broadcast, MP3 at 32 kbit/s) it found as many plays, with the same
+# detection latency, for 13-20 % less CPU; on the daemon benchmark's
+# broadcasts it lost one excerpt on the evidence threshold, at one of two
+# chunk phases, of 150 (docs/benchmarks-daemon.md).
 LIVE_TARGETS = 7
 
 # Frames of look-ahead after which the landmarks anchored at a frame are final.
