@@ -200,64 +200,6 @@ def _slot(table_key: np.ndarray, key: np.int64, mask: int) -> int:
     return slot
 
 
-@numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _vote_bins(
-    log2_speed: np.ndarray,
-    speed_tol: np.ndarray,
-    frame: np.ndarray,
-    rel_t: np.ndarray,
-    step: float,
-    steps: int,
-    min_votes: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(hypothesis, offset) vote bins holding at least ``min_votes`` votes, counting +-1 offset.
-
-    Hypothesis h (0 .. 2*steps) is the speed 2**((h - steps) * step); a hit
-    votes for the hypotheses within its tolerance of its own estimate.
-    Counting uses an open-addressing table (no sort); a bin's key is
-    ``h << 36 | (offset + 2**35)``, so offset neighbours are key neighbours.
-    """
-    n = frame.shape[0]
-    h_lo = np.empty(n, np.int64)
-    h_hi = np.empty(n, np.int64)
-    total = 0
-    for k in range(n):
-        h_lo[k] = max(0, int(np.ceil((log2_speed[k] - speed_tol[k]) / step)) + steps)
-        h_hi[k] = min(2 * steps, int(np.floor((log2_speed[k] + speed_tol[k]) / step)) + steps)
-        total += max(0, h_hi[k] - h_lo[k] + 1)
-    size = 1024
-    while size < 2 * total:  # at most half full, so probing always ends
-        size *= 2
-    mask = size - 1
-    table_key = np.full(size, -1, np.int64)
-    table_count = np.zeros(size, np.int32)
-    speeds = np.exp2((np.arange(2 * steps + 1) - steps) * step)
-    for k in range(n):
-        for h in range(h_lo[k], h_hi[k] + 1):
-            offset = np.int64(np.floor(frame[k] - speeds[h] * rel_t[k] + 0.5))
-            key = (np.int64(h) << 36) | (offset + (np.int64(1) << 35))
-            slot = _slot(table_key, key, mask)
-            table_key[slot] = key
-            table_count[slot] += 1
-    out_key = np.empty(size, np.int64)
-    out_votes = np.empty(size, np.int32)
-    m = 0
-    for s in range(size):
-        key = table_key[s]
-        if key == -1:
-            continue
-        votes = table_count[s]
-        for neighbour in (key - 1, key + 1):
-            other = _slot(table_key, neighbour, mask)
-            if table_key[other] == neighbour:
-                votes += table_count[other]
-        if votes >= min_votes:
-            out_key[m] = key
-            out_votes[m] = votes
-            m += 1
-    return out_key[:m], out_votes[:m]
-
-
 BLOCK_BITS = 8  # frames per entry of the frame -> track table: 2**8
 
 
@@ -318,18 +260,24 @@ def _track_vote_bins(
     steps: int,
     min_votes: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``_vote_bins`` track by track: (bin keys, votes, track) of the bins with ``min_votes`` votes.
+    """(hypothesis, offset) vote bins of each track holding at least ``min_votes`` votes, counting +-1 offset.
 
-    One small table per track stays in cache where one table for all hits
-    did not, and a track with fewer hits than ``min_votes`` cannot hold a
-    bin that reaches it, so it is skipped without voting. A window against a
-    large catalogue has hits in nearly every track, a few dozen each: the
-    table is allocated once, and only the slots a track used are read back
-    and cleared, so the work follows the hits rather than the number of
-    tracks times the table size (against a 100 h catalogue: 2,000 tracks
-    with hits per 5 s window, the vote in 40 % of the time). A track's bins
-    come out in the order hits first reached them; the bins and votes are
-    those of ``_vote_bins`` on the track's hits.
+    Returns (bin keys, votes, track). The hits of track t are
+    ``order[offsets[t]:offsets[t + 1]]``. Hypothesis h (0 .. 2*steps) is the
+    speed 2**((h - steps) * step); a hit votes for the hypotheses within its
+    tolerance of its own estimate. Counting uses an open-addressing table
+    (no sort); a bin's key is ``h << 36 | (offset + 2**35)``, so offset
+    neighbours are key neighbours.
+
+    Track by track: a table that holds one track's bins stays in cache where
+    one table for all hits did not, and a track with fewer hits than
+    ``min_votes`` cannot hold a bin that reaches it, so it is skipped. A
+    window against a large catalogue has hits in nearly every track, a few
+    dozen each: the table is allocated once, and only the slots a track used
+    are read back and cleared, so the work follows the hits rather than the
+    number of tracks times the table size (against a 100 h catalogue: 2,000
+    tracks with hits per 5 s window, the vote in 40 % of the time of a table
+    per track). A track's bins come out in the order hits first reached them.
     """
     n = frame.shape[0]
     n_tracks = offsets.shape[0] - 1

@@ -418,7 +418,7 @@ def vote_bins(
     steps: int,
     min_votes: int,
 ) -> dict[tuple[int, int], int]:
-    """Twin of matcher._vote_bins: {(hypothesis, offset): votes counting offsets +-1} with >= min_votes.
+    """Twin of matcher._track_vote_bins for one track: {(hypothesis, offset): votes counting offsets +-1} with >= min_votes.
 
     Hit k votes for each hypothesis h in [0, 2*steps] whose log2 speed
     (h - steps) * step lies within speed_tol[k] of log2_speed[k], at the offset
