@@ -13,7 +13,13 @@ tracker turns that into plays:
   ``ref_tolerance_s``) extends it, so talk-over or a dropout shorter than
   ``max_gap_s`` does not split a play;
 - evidence that disagrees (the recording restarted back to back, the DJ
-  jumped ahead) ends the current play and starts another;
+  jumped ahead) ends the current play and starts another once a second
+  window confirms the new timeline: one window alone is more often a vote
+  that placed a repeated section (a chorus, a loop) at its other occurrence,
+  and ending the play on it would count one play twice; and when the play
+  it supersedes had less than ``CORRECTION_S`` of evidence, that play was a
+  wrong first alignment (typically found under talk-over), so it takes the
+  new timeline and stays one play under its first ``event_id``;
 - a play ends when no evidence has extended it for ``max_gap_s`` of stream
   time (evidence stopped: the station moved on, or switched stream), and
   ``play.ended`` carries the final figures: stream start and end, the
@@ -33,6 +39,7 @@ from dataclasses import asdict, dataclass, replace
 EVENT_NAMESPACE = uuid.UUID("6f0b7d52-32a4-4c1e-9a51-2f3c1e0b9d17")
 STARTED = "play.started"
 ENDED = "play.ended"
+CORRECTION_S = 10.0  # a play with less evidence than this, superseded by a confirmed timeline, is corrected, not ended
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class Play:
     count: int  # aligned landmarks, summed over windows
     windows: int  # windows of evidence
     announced: bool  # play.started sent
+    confirm: int = 1  # windows needed before play.started: 2 for a new timeline of a recording already playing
 
     @property
     def event_id(self) -> str:
@@ -157,15 +165,13 @@ class PlayTracker:
             ]
             if fits:
                 return self._extend(play, fits[0])
-        events: list[PlayEvent] = []
         best = found[0]
-        for play in current:  # the recording went on elsewhere: those plays are over
-            if best.start > play.last_seen - self.ref_tolerance_s:
+        if any(best.start <= p.last_seen - self.ref_tolerance_s for p in current):
+            return []  # disagreeing evidence from within a play: not a new play
+        for play in current:
+            if not play.announced:  # a candidate timeline this evidence contradicts
                 self._plays.remove(play)
-                if play.announced:
-                    events.append(PlayEvent(ENDED, play))
-        if any(p.track == track for p in self._plays):
-            return events  # disagreeing evidence from within a play: not a new play
+        running = any(p.announced and best.start - p.last_seen <= self.max_gap_s for p in current)
         play = Play(
             stream=self.stream,
             track=track,
@@ -178,11 +184,14 @@ class PlayTracker:
             count=best.count,
             windows=1,
             announced=False,
+            confirm=2 if running else 1,
         )
         self._plays.append(play)
-        return events + self._maybe_announce(play)
+        return self._maybe_announce(play)
 
     def _extend(self, play: Play, e: Evidence) -> list[PlayEvent]:
+        if play.announced:  # the running timeline goes on: candidates against it were wrong
+            self._plays = [p for p in self._plays if p.track != play.track or p.announced]
         count = play.count + e.count
         grown = replace(
             play,
@@ -197,11 +206,33 @@ class PlayTracker:
         return self._maybe_announce(grown)
 
     def _maybe_announce(self, play: Play) -> list[PlayEvent]:
-        if play.announced or play.windows < self.min_windows:
+        if play.announced or play.windows < max(self.min_windows, play.confirm):
             return []
+        # The recording's announced plays are over: superseded by this timeline, or long without evidence.
+        over = [p for p in self._plays if p.track == play.track and p.announced]
+        young = [
+            p for p in over
+            if p.duration < CORRECTION_S and play.started_at - p.last_seen <= self.max_gap_s
+        ]  # fmt: skip
+        self._plays = [p for p in self._plays if not any(p is q for q in (play, *over))]
+        ended = [PlayEvent(ENDED, p) for p in over if not any(p is y for y in young)]
+        if young:  # a wrong first alignment: the play takes the confirmed timeline
+            first = min(young, key=lambda p: p.started_at)
+            corrected = replace(
+                play,
+                started_at=first.started_at,
+                ref_start=play.ref_start - play.speed * (play.started_at - first.started_at),
+                score=max(first.score, play.score),
+                count=first.count + play.count,
+                windows=first.windows + play.windows,
+                announced=True,
+                confirm=1,
+            )
+            self._plays.append(corrected)
+            return ended
         announced = replace(play, announced=True)
-        self._plays[self._plays.index(play)] = announced
-        return [PlayEvent(STARTED, announced)]
+        self._plays.append(announced)
+        return ended + [PlayEvent(STARTED, announced)]
 
     def snapshot(self) -> dict[str, object]:
         """JSON-able state: settings and plays in progress."""

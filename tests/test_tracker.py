@@ -102,8 +102,8 @@ def test_recording_repeated_back_to_back_gives_two_plays() -> None:
     events = run(tracker, first, second, until=T0 + 200)
     assert summary(events) == [
         (STARTED, "a", 0.0, 10.0),
-        (ENDED, "a", 0.0, 60.0),
-        (STARTED, "a", 60.0, 70.0),
+        (ENDED, "a", 0.0, 60.0),  # when the second window confirms the new timeline
+        (STARTED, "a", 60.0, 75.0),
         (ENDED, "a", 60.0, 120.0),
     ]
     assert events[1].play.ref_end == pytest.approx(60.0) and events[3].play.ref_start == pytest.approx(0.0)
@@ -114,8 +114,56 @@ def test_window_straddling_a_repeat_with_both_offsets_keeps_the_running_play() -
     run(tracker, windows("a", T0, T0 + 60))
     straddle = [Evidence("a", T0 + 55, T0 + 60, 55.0, 60.0, 1.0, 0.3, 20), Evidence("a", T0 + 60, T0 + 65, 0.0, 5.0, 1.0, 0.5, 30)]
     assert tracker.observe(T0 + 65, straddle) == []  # the consistent one extends; the other is not a play yet
-    events = tracker.observe(T0 + 70, [Evidence("a", T0 + 60, T0 + 70, 0.0, 10.0, 1.0, 0.5, 40)])
+    assert tracker.observe(T0 + 70, [Evidence("a", T0 + 60, T0 + 70, 0.0, 10.0, 1.0, 0.5, 40)]) == []  # a new timeline, once
+    events = tracker.observe(T0 + 75, [Evidence("a", T0 + 65, T0 + 75, 5.0, 15.0, 1.0, 0.5, 40)])
     assert [(e.kind, e.play.started_at - T0) for e in events] == [(ENDED, 0.0), (STARTED, 60.0)]
+
+
+def test_one_window_on_another_timeline_does_not_split_the_play() -> None:
+    """A vote that places a repeated section at its other occurrence, once, inside a play: still one play."""
+    tracker = PlayTracker("fm")
+    events = run(tracker, windows("a", T0, T0 + 40))
+    events += tracker.observe(T0 + 45, [Evidence("a", T0 + 41, T0 + 45, 95.0, 99.0, 1.0, 0.3, 15)])  # the chorus, 54 s later
+    events += run(tracker, windows("a", T0 + 40, T0 + 90, ref0=40.0), until=T0 + 200)
+    assert summary(events) == [(STARTED, "a", 0.0, 10.0), (ENDED, "a", 0.0, 90.0)]
+
+
+def test_a_new_timeline_confirmed_twice_ends_the_play_at_its_last_evidence() -> None:
+    """The DJ jumps ahead within the recording: the first play ends where its evidence ended, the second starts at the jump."""
+    tracker = PlayTracker("fm")
+    events = run(tracker, windows("a", T0, T0 + 40), windows("a", T0 + 40, T0 + 80, ref0=120.0), until=T0 + 200)
+    assert summary(events) == [
+        (STARTED, "a", 0.0, 10.0),
+        (ENDED, "a", 0.0, 40.0),
+        (STARTED, "a", 40.0, 55.0),
+        (ENDED, "a", 40.0, 80.0),
+    ]
+    assert events[2].play.ref_start == pytest.approx(120.0)
+
+
+def test_a_wrong_first_alignment_is_corrected_not_counted_twice() -> None:
+    """Found first at a repeated section's other occurrence (under talk-over), then on its true timeline: one play."""
+    tracker = PlayTracker("fm")
+    wrong = [(T0 + 10, Evidence("a", T0 + 4, T0 + 10, 150.0, 156.0, 1.0, 0.2, 12))]
+    events = run(tracker, wrong, windows("a", T0 + 10, T0 + 60, ref0=40.0), until=T0 + 200)
+    assert summary(events) == [(STARTED, "a", 4.0, 10.0), (ENDED, "a", 4.0, 60.0)]
+    assert events[0].event_id == events[1].event_id
+    ended = events[1].play
+    assert ended.ref_start == pytest.approx(34.0) and ended.ref_end == pytest.approx(90.0)  # the true timeline
+    assert ended.windows == len(windows("a", T0 + 10, T0 + 60)) + 1
+
+
+def test_a_short_play_then_the_recording_again_after_the_gap_are_two_plays() -> None:
+    """A jingle heard for 6 s, then again 30 s later: the second is a play of its own, not a correction of the first."""
+    tracker = PlayTracker("fm", max_gap_s=20.0)
+    first = [(T0 + 10, Evidence("j", T0 + 4, T0 + 10, 0.0, 6.0, 1.0, 0.4, 20))]
+    events = run(tracker, first, windows("j", T0 + 40, T0 + 60, ref0=0.0), until=T0 + 200)
+    assert summary(events) == [
+        (STARTED, "j", 4.0, 10.0),
+        (ENDED, "j", 4.0, 10.0),
+        (STARTED, "j", 40.0, 50.0),
+        (ENDED, "j", 40.0, 60.0),
+    ]
 
 
 def test_stream_switching_mid_recording_ends_the_play_at_the_last_evidence() -> None:
