@@ -248,6 +248,8 @@ class StreamProcessor:
         t0_s = self._origin_s + int(query_t.min()) / FRAME_RATE
         tolerance = self.tracker.ref_tolerance_s
         for play in self.tracker.plays:
+            if not play.announced:
+                continue  # a candidate timeline (the tracker's) has to win the vote on its own
             ref_s = play.expected_ref(t0_s)
             on_line = matcher.verify(hits, query_t, play.track, ref_s, play.speed)
             if on_line is None:
