@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import faust
+from faust.types import TP
 from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -121,10 +122,15 @@ def create_app(
         progress.measured(sum(lags.values()), store.failures)
 
     stall = watchdog.Stall()
+    watched: list[TP] = []
 
     @app.timer(interval=watchdog.PROBE_EVERY_S)
     async def watch_consumer() -> None:
-        mine = [tp for tp in app.consumer.assignment() if tp.topic == CHUNKS]
+        nonlocal watched
+        # A hung consumer can drop its assignment while messages pile up on
+        # the partitions it held: keep watching those (if another worker took
+        # them over, its commits are the progress that keeps this one quiet).
+        mine = watched = [tp for tp in app.consumer.assignment() if tp.topic == CHUNKS] or watched
         committed: dict[int, int] = {}
         ends: dict[int, int] = {}
         if mine:
