@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor import metrics, watchdog
+from monitor.logs import throttle
 from monitor.events import DurableStore
 from monitor.health import Progress, readiness
 from monitor.kafka.security import client_options, faust_credentials
@@ -149,6 +150,14 @@ def create_app(
             os.execv(sys.executable, sys.orig_argv)
 
     return app
+
+
+class FaustWorker(faust.Worker):
+    """faust's worker whose log holds back the repeats of a broker outage (``monitor.logs``)."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        throttle(logger)
 
 
 def record(handled: Handled) -> None:

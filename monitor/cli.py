@@ -40,10 +40,8 @@ def _cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from faust import Worker as FaustWorker
-
     from monitor import metrics
-    from monitor.app import create_app
+    from monitor.app import FaustWorker, create_app
     from monitor.events import DurableStore
     from monitor.kafka.local import broker_url
     from monitor.kafka.topics import ensure_topics

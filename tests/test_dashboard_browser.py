@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -41,6 +40,7 @@ from monitor.rights.catalog import Owner, TrackMeta
 from monitor.rights.licences import Stream, add_stream
 from monitor.rights.localdb import free_port
 from monitor.simulate import compose, publish_streams
+from logged import LoggedProcess
 from test_dashboard import add_play, add_track
 from test_worker_e2e import start_worker, stop_worker
 
@@ -50,13 +50,10 @@ OPERATOR = "browser-test-operator"
 BROADCAST_SEED = 3  # composes one unlicensed play of "Song 22" from the start of a 1 min broadcast
 
 
-def start_dashboard(db_url: str, port: int) -> subprocess.Popen[bytes]:
+def start_dashboard(db_url: str, port: int) -> LoggedProcess:
     env = dict(os.environ, CASTWATCH_DATABASE_URL=db_url)
     env.pop("CASTWATCH_DASHBOARD_TOKEN", None)
-    dashboard = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "dashboard", "--port", str(port), "--operator", OPERATOR],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    dashboard = LoggedProcess([sys.executable, "-m", "monitor", "dashboard", "--port", str(port), "--operator", OPERATOR], env)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -66,7 +63,8 @@ def start_dashboard(db_url: str, port: int) -> subprocess.Popen[bytes]:
         except (urllib.error.URLError, ConnectionError):
             if dashboard.poll() is not None or time.monotonic() > deadline:
                 dashboard.kill()
-                raise AssertionError(f"the dashboard did not start: {dashboard.communicate()[0].decode(errors='replace')}")
+                dashboard.wait()
+                raise AssertionError(f"the dashboard did not start: {dashboard.output()}")
             time.sleep(0.3)
 
 

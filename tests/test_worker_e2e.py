@@ -27,6 +27,7 @@ from monitor.rights import catalog
 from monitor.rights.catalog import Owner, TrackMeta
 from monitor.rights.licences import Stream, add_stream
 from monitor.rights.localdb import free_port
+from logged import LoggedProcess
 
 T0_NS = 1_780_000_000 * 10**9
 
@@ -76,12 +77,9 @@ def catalogue(db_url: str, tmp_path: Path, stream: str) -> dict[str, int]:
     return ids
 
 
-def start_worker(db_url: str, broker: str, group: str, web_port: int | None = None) -> subprocess.Popen[bytes]:
+def start_worker(db_url: str, broker: str, group: str, web_port: int | None = None) -> LoggedProcess:
     env = dict(os.environ, CASTWATCH_DATABASE_URL=db_url, CASTWATCH_BROKER_URL=broker)
-    return subprocess.Popen(
-        [sys.executable, "-m", "monitor", "worker", "--web-port", str(web_port or free_port()), "--group", group],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    return LoggedProcess([sys.executable, "-m", "monitor", "worker", "--web-port", str(web_port or free_port()), "--group", group], env)
 
 
 def scrape_text(port: int) -> str:
@@ -101,13 +99,14 @@ def scrape(port: int) -> dict[str, float]:
     return values
 
 
-def stop_worker(worker: subprocess.Popen[bytes]) -> str:
+def stop_worker(worker: LoggedProcess) -> str:
     worker.send_signal(signal.SIGTERM)
     try:
-        return worker.communicate(timeout=30)[0].decode(errors="replace")
+        worker.wait(timeout=30)
     except subprocess.TimeoutExpired:
         worker.kill()
-        return worker.communicate()[0].decode(errors="replace")
+        worker.wait()
+    return worker.output()
 
 
 def broadcast_messages(stream: str) -> list[tuple[bytes, bytes]]:
@@ -184,7 +183,7 @@ def test_kill_9_mid_play_gives_the_play_exactly_once(kafka_broker, db_url: str, 
         assert [json.loads(v)["event"] for _, v, _ in started] == ["play.started"]
     finally:
         worker.kill()  # SIGKILL: no shutdown, no final commit
-        worker.communicate()
+        worker.wait()
     worker = start_worker(db_url, url, group)
     try:
         asyncio.run(publish(url, messages[14:]))
