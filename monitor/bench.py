@@ -13,7 +13,8 @@ What it measures, on a catalogue of about 100 h (``--tracks``):
   Prometheus' ``histogram_quantile`` does);
 - detection latency p50/p95: stream time from a ground-truth play's start
   to the ``detected_at`` of its ``play.started`` event, and the plays found
-  and missed, and plays reported that were not played;
+  and missed, plays reported that were not played, and further
+  ``play.started`` inside a play already found (a play reported in pieces);
 - memory: the worker's resident memory at each step, and per stream (the
   slope over the steps).
 
@@ -262,6 +263,7 @@ class Detection:
     found: int  # truth plays announced
     missed: int
     false: int  # play.started matching no truth play
+    split: int  # further play.started inside a truth play already found (one play reported in pieces)
     latencies: list[float]  # stream seconds, truth start -> detected_at
     reported: list[float]  # stream seconds, the play's reported start -> detected_at (the worker's metric)
 
@@ -274,7 +276,7 @@ def score_detections(streams: list[Stream], events: list[dict[str, object]], ids
             started.setdefault(str(event["stream_id"]), []).append(event)
     out: dict[int, Detection] = {}
     for stream in streams:
-        d = out.setdefault(stream.level, Detection(0, 0, 0, [], []))
+        d = out.setdefault(stream.level, Detection(0, 0, 0, 0, [], []))
         mine = started.get(stream.name, [])
         claimed: set[int] = set()
         for play in stream.truth:
@@ -301,14 +303,19 @@ def score_detections(streams: list[Stream], events: list[dict[str, object]], ids
             d.found += 1
             d.latencies.append(_epoch(str(first["detected_at"])) - start)
             d.reported.append(_epoch(str(first["detected_at"])) - _epoch(str(first["started_at"])))
-        d.false += sum(
-            1 for n, e in enumerate(mine)
-            if n not in claimed and not any(
-                ids[str(p.recording)] == e["track_id"]
-                and stream.origin_ns / 1e9 + p.stream_start - 5.0 <= _epoch(str(e["started_at"])) <= stream.origin_ns / 1e9 + p.stream_end
-                for p in stream.truth
-            )
-        )  # fmt: skip
+        for n, e in enumerate(mine):
+            if n in claimed:
+                continue
+            at = _epoch(str(e["started_at"]))
+            inside = [
+                p for p in stream.truth
+                if ids[str(p.recording)] == e["track_id"]
+                and stream.origin_ns / 1e9 + p.stream_start - 5.0 <= at <= stream.origin_ns / 1e9 + p.stream_end
+            ]  # fmt: skip
+            if not inside:
+                d.false += 1
+            elif any(stream.origin_ns / 1e9 + p.stream_start <= until_ns / 1e9 - 30.0 for p in inside):
+                d.split += 1  # (a play that started too late to be scored is not scored in pieces either)
     return out
 
 
@@ -427,7 +434,7 @@ def report(args: argparse.Namespace, steps: list[Step], detections: dict[int, De
         f" {args.minutes:g} min of real time per step; figures over each step's second half.",
         "",
         "| streams | sustained | backlog at end (chunks) | worker CPU (cores) | streams per core"
-        " | chunk p50 / p99 (ms) | RSS (MB) | plays found / missed / false"
+        " | chunk p50 / p99 (ms) | RSS (MB) | plays found / missed / false / split"
         " | latency from true start p50 / p95 (s) | from reported start p50 / p95 (s) |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -439,13 +446,13 @@ def report(args: argparse.Namespace, steps: list[Step], detections: dict[int, De
         cores = (last.cpu_s - first.cpu_s) / max(last.wall - first.wall, 1e-9)
         window = {b: last.buckets[b] - first.buckets.get(b, 0.0) for b in last.buckets}
         p50, p99 = (histogram_quantile(q, window) * 1e3 for q in (0.5, 0.99))
-        d = detections.get(step.streams, Detection(0, 0, 0, [], []))
+        d = detections.get(step.streams, Detection(0, 0, 0, 0, [], []))
         lat = np.array(d.latencies) if d.latencies else np.array([np.nan])
         rep = np.array(d.reported) if d.reported else np.array([np.nan])
         rss.append((step.streams, last.rss))
         lines.append(
             f"| {step.streams} | {'yes' if ok else 'no'} | {backlog} | {cores:.2f} | {step.streams / max(cores, 1e-9):.0f}"
-            f" | {p50:.1f} / {p99:.1f} | {last.rss / 1e6:.0f} | {d.found} / {d.missed} / {d.false}"
+            f" | {p50:.1f} / {p99:.1f} | {last.rss / 1e6:.0f} | {d.found} / {d.missed} / {d.false} / {d.split}"
             f" | {np.median(lat):.1f} / {np.percentile(lat, 95):.1f} | {np.median(rep):.1f} / {np.percentile(rep, 95):.1f} |"
         )
     if len(rss) >= 2:
