@@ -442,6 +442,22 @@ def vote_bins(
     return out
 
 
+def reachable(frame: np.ndarray, rel_t: np.ndarray, step: float, steps: int, min_votes: int, slack: float = 0.0) -> bool:
+    """Bound of matcher._reachable_tracks for one track: do ``min_votes`` of its hits have u = frame - rel_t
+    within an interval of 3 + |s - 1| * (range of rel_t) frames, s the most extreme speed hypothesis?
+
+    Every bin of ``vote_bins`` with ``min_votes`` lies in such an interval; the
+    kernel's cells may also keep a track whose hits only fit an interval
+    ``slack`` frames wider (two cells of its width).
+    """
+    if len(frame) < min_votes or min_votes < 1:
+        return len(frame) >= min_votes
+    reach = max(2.0 ** (steps * step) - 1.0, 1.0 - 2.0 ** (-steps * step))
+    width = 3.0 + reach * (float(np.max(rel_t)) - float(np.min(rel_t))) + slack
+    u = np.sort(np.asarray(frame, np.float64) - np.asarray(rel_t, np.float64))
+    return bool(np.any(u[min_votes - 1 :] - u[: len(u) - min_votes + 1] <= width))
+
+
 def align(
     rel_t: np.ndarray,
     frame: np.ndarray,

@@ -569,7 +569,7 @@ def one_track_bins(
     """``_track_vote_bins`` of hits that all belong to one track."""
     n = frame.shape[0]
     keys, votes, tracks = matcher._track_vote_bins(
-        log2_speed, speed_tol, frame, rel_t, np.arange(n), np.array([0, n]), step, steps, min_votes
+        log2_speed, speed_tol, frame, rel_t, np.arange(n), np.array([0, n]), step, steps, min_votes, np.ones(1, bool)
     )
     assert np.all(tracks == 0)
     return kernel_bins(keys, votes)
@@ -623,12 +623,72 @@ def test_track_vote_bins_votes_track_by_track(sizes: list[int], min_votes: int, 
     order = order[np.argsort(track[order], kind="stable")]  # grouped by track, shuffled within
     offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
     step, steps = params.SPEED_STEP_OCT, params.SPEED_STEPS
-    keys, votes, tracks = matcher._track_vote_bins(log2_speed, speed_tol, frame, rel_t, order, offsets, step, steps, min_votes)
+    everything = np.ones(len(sizes), bool)
+    keys, votes, tracks = matcher._track_vote_bins(
+        log2_speed, speed_tol, frame, rel_t, order, offsets, step, steps, min_votes, everything
+    )
     assert np.all(np.diff(tracks) >= 0)  # track by track
     for t in range(len(sizes)):
         sub = order[offsets[t] : offsets[t + 1]]
         want = naive.vote_bins(log2_speed[sub], speed_tol[sub], frame[sub], rel_t[sub], step, steps, min_votes)
         assert kernel_bins(keys[tracks == t], votes[tracks == t]) == want
+
+
+def tracks_of_hits(rng: np.random.Generator, sizes: list[int], true_share: float) -> tuple[np.ndarray, ...]:
+    """Hits of consecutive 6,000-frame tracks (some planted alignment, some noise), grouped by track."""
+    columns = [planted_hits(rng, int(n * true_share), n - int(n * true_share), float(rng.uniform(0.9, 1.1))) for n in sizes]
+    log2_speed, speed_tol, frame, rel_t = (np.concatenate(c) for c in zip(*columns))
+    track = np.repeat(np.arange(len(sizes)), sizes)
+    starts = np.arange(len(sizes) + 1, dtype=np.int64) * 6000
+    frame = frame + starts[track]
+    order = np.argsort(track, kind="stable")
+    offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    return log2_speed, speed_tol, frame, rel_t, order, offsets, starts
+
+
+@FEW
+@given(
+    sizes=st.lists(st.integers(0, 200), min_size=1, max_size=30),
+    true_share=st.sampled_from([0.0, 0.05, 0.5]),
+    min_votes=st.integers(1, 8),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_reachable_tracks_keeps_every_track_that_can_fill_a_bin(sizes: list[int], true_share: float, min_votes: int, seed: int) -> None:
+    """Kept: every track whose hits fit the bound's interval (so every track with a bin of min_votes); dropped: any
+    track whose hits do not fit an interval one cell wider; the vote of the kept tracks is the vote of all."""
+    rng = np.random.default_rng(seed)
+    log2_speed, speed_tol, frame, rel_t, order, offsets, starts = tracks_of_hits(rng, sizes, true_share)
+    step, steps = params.SPEED_STEP_OCT, params.SPEED_STEPS
+    keep = matcher._reachable_tracks(frame, rel_t, order, offsets, starts, step, steps, min_votes)
+    reach = max(2.0 ** (steps * step) - 1.0, 1.0 - 2.0 ** (-steps * step))
+    cell = 4.0 + reach * (float(rel_t.max()) - float(rel_t.min())) if rel_t.size else 0.0
+    for t in range(len(sizes)):
+        sub = order[offsets[t] : offsets[t + 1]]
+        if naive.reachable(frame[sub], rel_t[sub], step, steps, min_votes):
+            assert keep[t]
+        if not naive.reachable(frame[sub], rel_t[sub], step, steps, min_votes, slack=cell + 1.0):
+            assert not keep[t]
+        if naive.vote_bins(log2_speed[sub], speed_tol[sub], frame[sub], rel_t[sub], step, steps, min_votes):
+            assert keep[t]
+    voted = [
+        matcher._track_vote_bins(log2_speed, speed_tol, frame, rel_t, order, offsets, step, steps, min_votes, k)
+        for k in (keep, np.ones(len(sizes), bool))
+    ]
+    for a, b in zip(*voted):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_reachable_tracks_drops_tracks_with_scattered_hits() -> None:
+    """A 5 s window's hits in 200 tracks, 40 scattered over each and one with a planted alignment: few are voted."""
+    rng = np.random.default_rng(5)
+    sizes = [40] * 200
+    log2_speed, speed_tol, frame, rel_t, order, offsets, starts = tracks_of_hits(rng, sizes, 0.0)
+    rel_t = np.minimum(rel_t, 156.0)  # 5 s of query
+    planted = order[offsets[7] : offsets[7] + 20]
+    frame[planted] = starts[7] + 3000 + rel_t[planted]
+    keep = matcher._reachable_tracks(frame, rel_t, order, offsets, starts, params.SPEED_STEP_OCT, params.SPEED_STEPS, 5)
+    assert keep[7]
+    assert keep.sum() <= 10
 
 
 def test_vote_bins_count_offset_neighbours() -> None:
