@@ -2,24 +2,26 @@
 
 Layout (frozen, read-only, memory-mappable):
 
-- ``directory`` uint32[2**DIR_BITS + 1]: postings of keys whose top bits equal
-  ``b`` are ``[directory[b], directory[b + 1])``;
-- ``low`` uint8[n]: the low LOW_BITS bits of each posting's key, sorted within
-  a bucket;
-- ``frames`` uint32[n]: the posting's global anchor frame. Tracks are laid end
-  to end on one global frame axis (``starts``), so one uint32 encodes both the
-  track and the time, and offset voting needs no track column;
-- ``spans`` uint8[n]: the triplet's span dt3 in 1/DT3_SCALE frames, so that a
-  hit gives its own speed estimate (reference span / query span);
-- ``pitches`` uint8[n]: the anchor's log2 frequency in PITCH_STEP octaves, so
-  that a hit gives its transposition (query pitch - reference pitch).
+- ``directory`` uint32[2**HASH_BITS + 1]: the postings of key ``k`` are
+  ``records[directory[k]:directory[k + 1]]``;
+- ``records`` of ``RECORD`` (6 bytes, packed), one per posting, sorted by
+  (key, frame):
+  - ``frame`` uint32: the posting's global anchor frame. Tracks are laid end
+    to end on one global frame axis (``starts``), so one uint32 encodes both
+    the track and the time, and offset voting needs no track column;
+  - ``span`` uint8: the triplet's span dt3 in 1/DT3_SCALE frames, so that a
+    hit gives its own speed estimate (reference span / query span);
+  - ``pitch`` uint8: the anchor's log2 frequency in PITCH_STEP octaves, so
+    that a hit gives its transposition (query pitch - reference pitch).
 
-That is 7 bytes per posting plus a fixed 4 MiB directory. The directory is
-fine (2**20 buckets, a few dozen postings each in a 100 h catalogue) so that
-a lookup reads one directory entry and one or two cache lines of ``low``: a
-live stream probes tens of thousands of keys per chunk, and with 2**16
-buckets (about 600 postings each) the binary search within a bucket, cache
-miss after cache miss, was most of the lookup's time. An index is built
+That is 6 bytes per posting plus a fixed 64 MiB directory (under the 7 bytes
+of format 2 from about 170 h of catalogue on). A live stream probes tens of
+thousands of keys per chunk, each a read at a random place in RAM, so the
+layout counts cache misses: one directory entry and one record (a key has
+two or three postings in a 100 h catalogue, 12-18 bytes, usually one cache
+line). Format 2 (2**20 buckets, then a binary search of a low-byte array,
+then ``frames``, ``spans`` and ``pitches`` as separate arrays) read five
+places per key, and a lookup took 2.8 times as long. An index is built
 growable (``IndexBuilder``), then frozen; frozen indexes merge, drop tracks,
 and save to a directory of ``.npy`` files plus ``meta.json`` (no pickle).
 """
@@ -40,11 +42,10 @@ from fingerprint.hashes import hash_landmarks
 from fingerprint.landmarks import Landmarks
 from fingerprint.params import DT3_SCALE, FASTMATH, FRAME_RATE, HASH_BITS, PARAMS_VERSION, PITCH_BASE, PITCH_STEP
 
-LOW_BITS = 4
-DIR_BITS = HASH_BITS - LOW_BITS
 FORMAT = "castwatch-index"
-FORMAT_VERSION = 2  # 2: 2**20 directory buckets (1: 2**16)
+FORMAT_VERSION = 3  # 3: a directory entry per key, packed records (2: 2**20 buckets and a low byte; 1: 2**16)
 SORT_BITS = 8  # digit of the first radix-sort pass
+RECORD = np.dtype([("frame", "<u4"), ("span", "u1"), ("pitch", "u1")])  # packed: 6 bytes
 
 
 class IndexFormatError(Exception):
@@ -56,12 +57,22 @@ class Index:
     """A frozen inverted index; see the module docstring for the layout."""
 
     directory: np.ndarray
-    low: np.ndarray
-    frames: np.ndarray
-    spans: np.ndarray
-    pitches: np.ndarray
+    records: np.ndarray
     track_ids: tuple[str, ...]
     starts: np.ndarray  # int64[n_tracks + 1]: global frame where each track starts; last = total
+
+    @property
+    def frames(self) -> np.ndarray:
+        """The records' global anchor frames (a strided view)."""
+        return self.records["frame"]
+
+    @property
+    def spans(self) -> np.ndarray:
+        return self.records["span"]
+
+    @property
+    def pitches(self) -> np.ndarray:
+        return self.records["pitch"]
 
     @property
     def n_tracks(self) -> int:
@@ -69,7 +80,7 @@ class Index:
 
     @property
     def n_postings(self) -> int:
-        return int(self.frames.shape[0])
+        return int(self.records.shape[0])
 
     @property
     def total_frames(self) -> int:
@@ -83,14 +94,7 @@ class Index:
     @property
     def nbytes(self) -> int:
         """RAM taken by the arrays (what matters for capacity planning)."""
-        return int(
-            self.directory.nbytes
-            + self.low.nbytes
-            + self.frames.nbytes
-            + self.spans.nbytes
-            + self.pitches.nbytes
-            + self.starts.nbytes
-        )
+        return int(self.directory.nbytes + self.records.nbytes + self.starts.nbytes)
 
     def track_of(self, global_frame: int) -> int:
         """Track number holding a global frame."""
@@ -116,17 +120,17 @@ class Index:
             shift[i] = self.starts[i] - new_starts[n]
         track = np.searchsorted(self.starts, self.frames, side="right") - 1
         mask = ~np.isin(track, np.fromiter(drop, np.int64))
-        keys = _full_keys(self.directory, self.low)[mask]
+        keys = _full_keys(self.directory)[mask]
         frames = (self.frames[mask].astype(np.int64) - shift[track[mask]]).astype(np.uint32)
         return _freeze(
             keys, frames, self.spans[mask], self.pitches[mask], tuple(self.track_ids[i] for i in keep), new_starts
         )
 
 
-def _full_keys(directory: np.ndarray, low: np.ndarray) -> np.ndarray:
+def _full_keys(directory: np.ndarray) -> np.ndarray:
+    """The key of each record, in record order."""
     counts = np.diff(directory.astype(np.int64))
-    high = np.repeat(np.arange(counts.shape[0], dtype=np.uint32), counts)
-    return (high << LOW_BITS) | low.astype(np.uint32)
+    return np.repeat(np.arange(counts.shape[0], dtype=np.uint32), counts)
 
 
 def _freeze(
@@ -149,16 +153,11 @@ def _freeze(
         keys, frames = keys[by_frame], frames[by_frame]
         spans, pitches = np.asarray(spans)[by_frame], np.asarray(pitches)[by_frame]
     order, directory = key_order(keys)
-    sorted_keys = keys[order]
-    return Index(
-        directory=directory,
-        low=(sorted_keys & ((1 << LOW_BITS) - 1)).astype(np.uint8),
-        frames=frames[order],
-        spans=np.asarray(spans, np.uint8)[order],
-        pitches=np.asarray(pitches, np.uint8)[order],
-        track_ids=track_ids,
-        starts=np.asarray(starts, np.int64),
-    )
+    records = np.empty(order.shape[0], RECORD)
+    records["frame"] = frames[order]
+    records["span"] = np.asarray(spans, np.uint8)[order]
+    records["pitch"] = np.asarray(pitches, np.uint8)[order]
+    return Index(directory=directory, records=records, track_ids=track_ids, starts=np.asarray(starts, np.int64))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -187,7 +186,7 @@ def _check_u32(name: str, values: np.ndarray) -> np.ndarray:
 
 
 def key_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Stable order of ``keys`` (uint32 < 2**HASH_BITS) and the bucket directory, in O(n).
+    """Stable order of ``keys`` (uint32 < 2**HASH_BITS) and the directory, in O(n + 2**HASH_BITS).
 
     A two-pass LSD radix sort (low byte, then the other 16 bits): stable, so
     postings that arrive in frame order come out sorted by (key, frame). It
@@ -199,9 +198,21 @@ def key_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"keys must be below 2**{HASH_BITS}; found {int(keys.max())}")
     order = _digit_pass(keys, np.arange(keys.shape[0], dtype=np.int64), 0, SORT_BITS)
     order = _digit_pass(keys, order, SORT_BITS, HASH_BITS - SORT_BITS)
-    counts = np.bincount(keys >> LOW_BITS, minlength=2**DIR_BITS)
-    directory = np.concatenate(([0], np.cumsum(counts))).astype(np.uint32)
-    return order, directory
+    return order, _directory(keys[order], 2**HASH_BITS)
+
+
+@numba.njit(nogil=True, cache=True)
+def _directory(sorted_keys: np.ndarray, n_keys: int) -> np.ndarray:
+    """directory[k] = number of keys below k, for k in 0..n_keys (one pass, no temporary arrays)."""
+    if sorted_keys.shape[0] >= 2**32:
+        raise ValueError("an index holds fewer than 2**32 postings")
+    directory = np.empty(n_keys + 1, np.uint32)
+    j = 0
+    for k in range(n_keys + 1):
+        while j < sorted_keys.shape[0] and sorted_keys[j] < k:
+            j += 1
+        directory[k] = j
+    return directory
 
 
 def frame_order(frames: np.ndarray) -> np.ndarray:
@@ -278,7 +289,7 @@ class IndexBuilder:
         self._ids: list[str] = []
         self._lengths: list[int] = []
         if base is not None:
-            self._keys.append(_full_keys(base.directory, base.low))
+            self._keys.append(_full_keys(base.directory))
             self._frames.append(np.asarray(base.frames))
             self._spans.append(np.asarray(base.spans))
             self._pitches.append(np.asarray(base.pitches))
@@ -323,7 +334,7 @@ def merge(first: Index, second: Index) -> Index:
     overlap = set(first.track_ids) & set(second.track_ids)
     if overlap:
         raise ValueError(f"track ids in both indexes: {sorted(overlap)[:5]}")
-    keys = np.concatenate((_full_keys(first.directory, first.low), _full_keys(second.directory, second.low)))
+    keys = np.concatenate((_full_keys(first.directory), _full_keys(second.directory)))
     frames = np.concatenate(
         (np.asarray(first.frames), (second.frames.astype(np.int64) + first.total_frames).astype(np.uint32))
     )
@@ -333,35 +344,9 @@ def merge(first: Index, second: Index) -> Index:
     return _freeze(keys, frames, spans, pitches, first.track_ids + second.track_ids, starts)
 
 
-@numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
-def postings_range(directory: np.ndarray, low: np.ndarray, key: int) -> tuple[int, int]:
-    """[lo, hi) of the postings of ``key``: directory bucket, then binary search on the low byte."""
-    bucket = key >> LOW_BITS
-    lo = np.int64(directory[bucket])
-    hi = np.int64(directory[bucket + 1])
-    want = key & ((1 << LOW_BITS) - 1)
-    a, b = lo, hi
-    while a < b:
-        m = (a + b) >> 1
-        if low[m] < want:
-            a = m + 1
-        else:
-            b = m
-    start = a
-    b = hi
-    while a < b:
-        m = (a + b) >> 1
-        if low[m] <= want:
-            a = m + 1
-        else:
-            b = m
-    return start, a
-
-
 def postings(index: Index, key: int) -> np.ndarray:
     """Global anchor frames stored under ``key`` (for tests and inspection)."""
-    lo, hi = postings_range(index.directory, index.low, int(key))
-    return np.asarray(index.frames[lo:hi])
+    return np.asarray(index.frames[int(index.directory[key]) : int(index.directory[key + 1])])
 
 
 def save(index: Index, path: str | os.PathLike[str]) -> None:
@@ -371,10 +356,7 @@ def save(index: Index, path: str | os.PathLike[str]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         np.save(tmp / "directory.npy", index.directory)
-        np.save(tmp / "low.npy", index.low)
-        np.save(tmp / "frames.npy", index.frames)
-        np.save(tmp / "spans.npy", index.spans)
-        np.save(tmp / "pitches.npy", index.pitches)
+        np.save(tmp / "records.npy", index.records)
         np.save(tmp / "starts.npy", index.starts)
         meta = {
             "format": FORMAT,
@@ -431,7 +413,7 @@ def load(path: str | os.PathLike[str], mmap: bool = True) -> Index:
     try:
         arrays = {
             name: np.load(path / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
-            for name in ("directory", "low", "frames", "spans", "pitches", "starts")
+            for name in ("directory", "records", "starts")
         }
     except (OSError, ValueError) as e:
         raise IndexFormatError(f"{path}: damaged index file: {e}") from e
@@ -440,30 +422,19 @@ def load(path: str | os.PathLike[str], mmap: bool = True) -> Index:
         raise IndexFormatError(f"{meta_path}: expected track_ids to be a list of strings")
     track_ids = tuple(track_ids)
     expected = {
-        "directory": (np.uint32, 2**DIR_BITS + 1),
-        "low": (np.uint8, None),
-        "frames": (np.uint32, None),
-        "spans": (np.uint8, None),
-        "pitches": (np.uint8, None),
-        "starts": (np.int64, len(track_ids) + 1),
+        "directory": (np.dtype(np.uint32), 2**HASH_BITS + 1),
+        "records": (RECORD, None),
+        "starts": (np.dtype(np.int64), len(track_ids) + 1),
     }
     for name, (dtype, length) in expected.items():
         array = arrays[name]
         if array.dtype != dtype or array.ndim != 1 or (length is not None and array.shape[0] != length):
             raise IndexFormatError(
-                f"{path}/{name}.npy: expected 1-D {np.dtype(dtype)}"
+                f"{path}/{name}.npy: expected 1-D {dtype}"
                 f"{'' if length is None else f' of length {length}'}, found {array.dtype} {array.shape}"
             )
-    n = arrays["low"].shape[0]
-    lengths = {arrays[name].shape[0] for name in ("low", "frames", "spans", "pitches")}
-    if lengths != {n} or int(arrays["directory"][-1]) != n:
-        raise IndexFormatError(f"{path}: posting arrays disagree in length; the index is damaged")
+    if int(arrays["directory"][-1]) != arrays["records"].shape[0]:
+        raise IndexFormatError(f"{path}: the directory and the records disagree in length; the index is damaged")
     return Index(
-        directory=arrays["directory"],
-        low=arrays["low"],
-        frames=arrays["frames"],
-        spans=arrays["spans"],
-        pitches=arrays["pitches"],
-        track_ids=track_ids,
-        starts=np.asarray(arrays["starts"]),
+        directory=arrays["directory"], records=arrays["records"], track_ids=track_ids, starts=np.asarray(arrays["starts"])
     )

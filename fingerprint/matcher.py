@@ -24,7 +24,7 @@ import numba
 import numpy as np
 
 from fingerprint.hashes import probe_keys
-from fingerprint.index import LOW_BITS, Index, postings_range
+from fingerprint.index import Index
 from fingerprint.landmarks import Landmarks
 from fingerprint.params import (
     DISTORTION_TOL_OCT,
@@ -126,6 +126,9 @@ class Match:
         }
 
 
+VISIT_SHIFT = 8  # keys are visited in order of key >> VISIT_SHIFT
+
+
 @numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
 def _lookup(
     keys: np.ndarray,
@@ -133,36 +136,34 @@ def _lookup(
     query_dt3: np.ndarray,
     query_lf1: np.ndarray,
     directory: np.ndarray,
-    low: np.ndarray,
-    frames: np.ndarray,
-    spans: np.ndarray,
-    pitches: np.ndarray,
+    records: np.ndarray,
     max_postings: int,
     cfg: "LookupConfig",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """All postings of all keys: (query triplet, reference frame, log2 speed, its tolerance, transposition).
 
     Keys with more than ``max_postings`` postings are skipped. Keys are
-    visited in order of their directory bucket (a stable counting sort), so
-    the index is read front to back instead of at random: hits come out in
-    that order.
+    visited in order of ``key >> VISIT_SHIFT`` (a stable counting sort over
+    2**16 groups), so the directory and the records are read front to back
+    instead of at random: hits come out in that order.
     """
     n = keys.shape[0]
-    n_buckets = directory.shape[0] - 1
-    start = np.zeros(n_buckets + 1, np.int64)
+    n_groups = ((directory.shape[0] - 2) >> VISIT_SHIFT) + 1
+    start = np.zeros(n_groups + 1, np.int64)
     for k in range(n):
-        start[(keys[k] >> LOW_BITS) + 1] += 1
-    for b in range(n_buckets):
-        start[b + 1] += start[b]
+        start[(keys[k] >> VISIT_SHIFT) + 1] += 1
+    for g in range(n_groups):
+        start[g + 1] += start[g]
     visit = np.empty(n, np.int64)
     for k in range(n):
-        bucket = keys[k] >> LOW_BITS
-        visit[start[bucket]] = k
-        start[bucket] += 1
+        group = keys[k] >> VISIT_SHIFT
+        visit[start[group]] = k
+        start[group] += 1
     ranges = np.empty((n, 2), np.int64)
     total = 0
     for k in visit:
-        lo, hi = postings_range(directory, low, keys[k])
+        lo = np.int64(directory[keys[k]])
+        hi = np.int64(directory[keys[k] + 1])
         if hi - lo > max_postings:
             hi = lo
         ranges[k, 0] = lo
@@ -183,11 +184,12 @@ def _lookup(
         log2_inv = -np.log2(query_dt3[i] * cfg.dt3_scale)
         tol = min(cfg.speed_vote_oct + cfg.span_jitter / (query_dt3[i] * np.log(2.0)), cfg.speed_tol_max_oct)
         for j in range(lo, hi):
+            record = records[j]
             out_i[m] = i
-            out_f[m] = frames[j]
-            out_s[m] = log2_span[spans[j]] + log2_inv
+            out_f[m] = record.frame
+            out_s[m] = log2_span[record.span] + log2_inv
             out_tol[m] = tol
-            out_p[m] = query_lf1[i] - (cfg.pitch_base + pitches[j] * cfg.pitch_step)
+            out_p[m] = query_lf1[i] - (cfg.pitch_base + record.pitch * cfg.pitch_step)
             m += 1
     return out_i, out_f, out_s, out_tol, out_p
 
@@ -542,10 +544,7 @@ class Matcher:
             np.ascontiguousarray(landmarks.dt3, dtype=np.float32),
             np.ascontiguousarray(landmarks.lf1, dtype=np.float32),
             index.directory,
-            index.low,
-            index.frames,
-            index.spans,
-            index.pitches,
+            index.records,
             self.max_postings,
             LOOKUP_CONFIG,
         )

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fingerprint import hashes, index, params
+from fingerprint import hashes, matcher, params
 
 # --- spectrum ----------------------------------------------------------------------------------------
 
@@ -380,10 +380,10 @@ def lookup(
     its tolerance SPEED_VOTE_OCT + SPAN_JITTER / (query span * ln 2), capped at
     SPEED_TOL_MAX_OCT; its transposition the query's anchor log2 frequency minus
     the reference's, dequantised. Keys are visited in order of their
-    directory bucket (key >> LOW_BITS), keeping their order within a bucket.
+    group (key >> VISIT_SHIFT), keeping their order within a group.
     """
     out_i, out_f, out_s, out_tol, out_p = [], [], [], [], []
-    visit = sorted(range(len(keys)), key=lambda k: (int(keys[k]) >> index.LOW_BITS, k))
+    visit = sorted(range(len(keys)), key=lambda k: (int(keys[k]) >> matcher.VISIT_SHIFT, k))
     for key, i in ((keys[k], owner[k]) for k in visit):
         entries = table.get(int(key), [])
         if len(entries) > max_postings:

@@ -13,7 +13,7 @@ import pytest
 
 from fingerprint import index as index_mod
 from fingerprint.hashes import hash_landmarks
-from fingerprint.index import LOW_BITS, Index, IndexBuilder, IndexFormatError, Postings, frame_order, key_order, load, merge, postings, save
+from fingerprint.index import RECORD, Index, IndexBuilder, IndexFormatError, Postings, frame_order, key_order, load, merge, postings, save
 from fingerprint.landmarks import Landmarks, extract
 from fingerprint.params import HASH_BITS, N_FFT, PARAMS_VERSION, SAMPLE_RATE
 from fingerprint.spectrum import n_frames_for
@@ -21,8 +21,9 @@ from fingerprint.synth import music
 
 # Distinct lengths, so that a wrong track offset shows.
 TRACK_SECONDS = {"t1": 12.0, "t2": 15.5, "t3": 9.0, "t4": 17.25}
-ARRAYS = ("directory", "low", "frames", "spans", "pitches", "starts")
-POSTING_ARRAYS = ("directory", "low", "frames", "spans")
+ARRAYS = ("directory", "records", "starts")  # the files of a saved index
+FIELDS = ("directory", "frames", "spans", "pitches", "starts")  # what an index holds, compared column by column
+POSTING_ARRAYS = ("directory", "records")
 
 
 class Track:
@@ -52,7 +53,7 @@ def full(tracks: dict[str, Track]) -> Index:
 
 def assert_same_index(a: Index, b: Index) -> None:
     assert a.track_ids == b.track_ids
-    for name in ARRAYS:
+    for name in FIELDS:
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype, name
         np.testing.assert_array_equal(x, y, err_msg=name)
@@ -78,8 +79,9 @@ def test_frozen_layout(tracks: dict[str, Track], full: Index) -> None:
     assert full.n_postings == n
     assert full.n_tracks == 4
     assert full.track_ids == tuple(TRACK_SECONDS)
-    assert full.directory.dtype == np.uint32 and full.directory.shape == (2**index_mod.DIR_BITS + 1,)
-    assert full.low.dtype == np.uint8 and full.frames.dtype == np.uint32 and full.spans.dtype == np.uint8
+    assert full.directory.dtype == np.uint32 and full.directory.shape == (2**HASH_BITS + 1,)
+    assert full.records.dtype == RECORD and RECORD.itemsize == 6
+    assert full.frames.dtype == np.uint32 and full.spans.dtype == np.uint8 and full.pitches.dtype == np.uint8
     assert full.starts.dtype == np.int64
     assert full.directory[0] == 0 and full.directory[-1] == n
     assert np.all(np.diff(full.directory.astype(np.int64)) >= 0)
@@ -181,7 +183,7 @@ def test_key_order_equals_numpy_stable_argsort(n: int, key_range: int) -> None:
     keys = np.random.default_rng(n).integers(0, key_range, n).astype(np.uint32)
     order, directory = key_order(keys)
     np.testing.assert_array_equal(order, np.argsort(keys, kind="stable"))
-    expected = np.searchsorted(keys[order] >> LOW_BITS, np.arange(2 ** (HASH_BITS - LOW_BITS) + 1), side="left")
+    expected = np.searchsorted(keys[order], np.arange(2**HASH_BITS + 1), side="left")
     np.testing.assert_array_equal(directory, expected)
     assert directory.dtype == np.uint32
 
@@ -240,12 +242,11 @@ def test_track_of(tracks: dict[str, Track], full: Index) -> None:
         full.track_number("t9")
 
 
-def test_nbytes_is_seven_bytes_per_posting_plus_fixed_directory(full: Index) -> None:
+def test_nbytes_is_six_bytes_per_posting_plus_fixed_directory(full: Index) -> None:
     fixed = full.directory.nbytes + full.starts.nbytes
-    assert full.directory.nbytes == (2**index_mod.DIR_BITS + 1) * 4  # independent of the catalogue
-    per_posting = sum(a.dtype.itemsize for a in (full.low, full.frames, full.spans, full.pitches))
-    assert per_posting == 7
-    assert full.nbytes == per_posting * full.n_postings + fixed  # and it counts every array
+    assert full.directory.nbytes == (2**HASH_BITS + 1) * 4  # independent of the catalogue
+    assert full.records.nbytes == 6 * full.n_postings
+    assert full.nbytes == full.records.nbytes + fixed  # and it counts every array
 
 
 # --- merge and drop --------------------------------------------------------------------------------
@@ -296,7 +297,7 @@ def test_save_load_round_trip_memory_mapped(full: Index, tmp_path: Path) -> None
     for name in POSTING_ARRAYS:
         assert isinstance(getattr(loaded, name), np.memmap), name
     assert loaded.nbytes == full.nbytes
-    key = int(index_mod._full_keys(full.directory, full.low)[len(full.low) // 2])
+    key = int(index_mod._full_keys(full.directory)[full.n_postings // 2])
     np.testing.assert_array_equal(postings(loaded, key), postings(full, key))
 
 
@@ -431,26 +432,20 @@ def test_load_other_format(saved: Path) -> None:
 
 @pytest.mark.parametrize("mmap", [True, False], ids=["mmap", "read"])
 @pytest.mark.parametrize("keep", [0.5, 40], ids=["half", "header"])
-def test_load_truncated_frames(saved: Path, mmap: bool, keep: float) -> None:
-    frames = saved / "frames.npy"
-    data = frames.read_bytes()
-    frames.write_bytes(data[: int(len(data) * keep) if keep < 1 else int(keep)])
+def test_load_truncated_records(saved: Path, mmap: bool, keep: float) -> None:
+    records = saved / "records.npy"
+    data = records.read_bytes()
+    records.write_bytes(data[: int(len(data) * keep) if keep < 1 else int(keep)])
     assert "damaged" in load_error(saved, mmap=mmap)
 
 
 def test_load_missing_array_file(saved: Path) -> None:
-    (saved / "spans.npy").unlink()
+    (saved / "records.npy").unlink()
     assert "damaged" in load_error(saved)
 
 
-def test_load_posting_arrays_of_different_lengths(saved: Path, full: Index) -> None:
-    np.save(saved / "frames.npy", np.asarray(full.frames)[:-1])
-    assert "disagree" in load_error(saved)
-
-
-def test_load_directory_disagreeing_with_postings(saved: Path, full: Index) -> None:
-    for name in ("low", "frames", "spans"):
-        np.save(saved / f"{name}.npy", np.asarray(getattr(full, name))[:-3])
+def test_load_directory_disagreeing_with_records(saved: Path, full: Index) -> None:
+    np.save(saved / "records.npy", np.asarray(full.records)[:-3])
     assert "disagree" in load_error(saved)
 
 
@@ -461,13 +456,20 @@ def test_load_starts_not_matching_track_count(saved: Path, full: Index) -> None:
 
 
 def test_load_wrong_dtype(saved: Path, full: Index) -> None:
-    np.save(saved / "frames.npy", np.asarray(full.frames).astype(np.int64))
+    np.save(saved / "directory.npy", np.asarray(full.directory).astype(np.int64))
     message = load_error(saved)
-    assert "frames.npy" in message and "uint32" in message and "int64" in message
+    assert "directory.npy" in message and "uint32" in message and "int64" in message
+
+
+def test_load_records_of_another_layout(saved: Path, full: Index) -> None:
+    aligned = np.dtype([("frame", "<u4"), ("span", "u1"), ("pitch", "u1")], align=True)  # 8 bytes, not 6
+    np.save(saved / "records.npy", np.asarray(full.records).astype(aligned))
+    message = load_error(saved)
+    assert "records.npy" in message and "damaged" not in message
 
 
 def test_load_refuses_pickled_arrays(saved: Path) -> None:
-    np.save(saved / "low.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    np.save(saved / "records.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
     assert "damaged" in load_error(saved)
 
 

@@ -471,9 +471,9 @@ def test_reference_key_is_among_query_probes() -> None:
 
 
 def random_postings(rng: np.random.Generator, n: int, n_keys: int) -> tuple[np.ndarray, ...]:
-    """Keys from a small pool (many postings per key, several keys per directory bucket), frames with repeats."""
+    """Keys from a small pool (many postings per key, several keys per group the lookup visits together), frames with repeats."""
     anywhere = rng.integers(0, 2**params.HASH_BITS, n_keys // 2)
-    bucket = 2**index_mod.LOW_BITS
+    bucket = 2**matcher.VISIT_SHIFT
     same_bucket = anywhere // bucket * bucket + rng.integers(0, bucket, anywhere.size)
     pool = np.concatenate((anywhere, same_bucket, [0, 2**params.HASH_BITS - 1]))
     keys = rng.choice(pool, n).astype(np.uint32)
@@ -497,24 +497,25 @@ def query_keys(rng: np.random.Generator, keys: np.ndarray, n: int) -> np.ndarray
 
 @FEW
 @given(n=st.integers(0, 3000), n_keys=st.integers(1, 200), seed=st.integers(0, 2**32 - 1))
-def test_postings_range_random(n: int, n_keys: int, seed: int) -> None:
+def test_directory_ranges_random(n: int, n_keys: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     keys, frames, spans, pitches = random_postings(rng, n, n_keys)
     index = frozen(keys, frames, spans, pitches)
     table = naive.postings_dict(keys, frames, spans, pitches)
     for key in query_keys(rng, keys, 60).tolist():
-        lo, hi = index_mod.postings_range(index.directory, index.low, key)
-        want = [p.frame for p in table.get(key, [])]
-        assert index.frames[lo:hi].tolist() == want
-        assert index_mod.postings(index, key).tolist() == want
+        lo, hi = int(index.directory[key]), int(index.directory[key + 1])
+        want = table.get(key, [])
+        assert index.records[lo:hi].tolist() == [(p.frame, p.span, p.pitch) for p in want]
+        assert index_mod.postings(index, key).tolist() == [p.frame for p in want]
         assert lo == int(np.sum(keys < key))  # the range sits where the sorted keys put it
 
 
-def test_postings_range_of_an_empty_index() -> None:
+def test_directory_of_an_empty_index() -> None:
     empty = np.zeros(0, np.uint32)
     index = frozen(empty, empty, empty.astype(np.uint8), empty.astype(np.uint8))
+    assert index.directory.shape == (2**params.HASH_BITS + 1,) and not index.directory.any()
     for key in (0, 12345, 2**params.HASH_BITS - 1):
-        assert index_mod.postings_range(index.directory, index.low, key) == (0, 0)
+        assert index_mod.postings(index, key).size == 0
 
 
 # --- lookup -------------------------------------------------------------------------------------------
@@ -544,8 +545,8 @@ def test_lookup_random(n: int, n_keys: int, n_query: int, max_postings: int, see
     owner = rng.integers(0, max(n_query, 1), probe.size).astype(np.int64)
     query_dt3 = rng.uniform(0.6, 40, max(n_query, 1)).astype(np.float32)
     query_lf1 = rng.uniform(5.5, 12, max(n_query, 1)).astype(np.float32)
-    got = matcher._lookup(probe, owner, query_dt3, query_lf1, index.directory, index.low, index.frames,
-                          index.spans, index.pitches, max_postings, matcher.LOOKUP_CONFIG)  # fmt: skip
+    got = matcher._lookup(probe, owner, query_dt3, query_lf1, index.directory, index.records, max_postings,
+                          matcher.LOOKUP_CONFIG)  # fmt: skip
     want = naive.lookup(probe, owner, query_dt3, query_lf1, naive.postings_dict(keys, frames, spans, pitches),
                         max_postings)  # fmt: skip
     assert_hits_equal(got, want)
@@ -828,8 +829,8 @@ def test_kernels_follow_changed_params_despite_the_compile_cache() -> None:
         frames = rng.integers(0, 1000, n).astype(np.uint32)
         built = index._freeze(keys, frames, spans, pitches, ("t",), np.array([0, 1000]))
         owner = np.arange(n)
-        got = matcher._lookup(keys, owner, columns[4], columns[0], built.directory, built.low, built.frames,
-                              built.spans, built.pitches, 10**6, matcher.LOOKUP_CONFIG)
+        got = matcher._lookup(keys, owner, columns[4], columns[0], built.directory, built.records, 10**6,
+                              matcher.LOOKUP_CONFIG)
         want = naive.lookup(keys, owner, columns[4], columns[0], naive.postings_dict(keys, frames, spans, pitches),
                             10**6)
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), "hits"

@@ -24,7 +24,7 @@ from monitor.rights.localdb import free_port
 from monitor.rights.snapshot import FOLLOWER_NAME, LiveCatalogue, apply_changes, load_snapshot, parse_changes
 
 ACME = TrackMeta(owners=(Owner("Acme"),))
-ARRAYS = ("directory", "low", "frames", "spans", "pitches", "starts")
+ARRAYS = ("directory", "records", "starts")
 
 
 def assert_same(a: Index, b: Index) -> None:

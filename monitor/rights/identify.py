@@ -44,7 +44,7 @@ def cached_index(conn: psycopg.Connection, cache_dir: Path) -> Index:
         try:
             return index_mod.load(path)
         except IndexFormatError as e:
-            log.warning("ignoring the damaged index cache %s: %s", path, e)
+            log.warning("ignoring the index cache %s: %s", path, e)
     snapshot = load_snapshot(conn)
     conn.commit()
     path = home / f"g{snapshot.generation}"
