@@ -21,7 +21,8 @@ layout counts cache misses: one directory entry and one record (a key has
 two or three postings in a 100 h catalogue, 12-18 bytes, usually one cache
 line). Format 2 (2**20 buckets, then a binary search of a low-byte array,
 then ``frames``, ``spans`` and ``pitches`` as separate arrays) read five
-places per key, and a lookup took 2.8 times as long. An index is built
+places per key, and its lookups took about six times as long against the
+100 h benchmark index (docs/benchmarks-daemon.md). An index is built
 growable (``IndexBuilder``), then frozen; frozen indexes merge, drop tracks,
 and save to a directory of ``.npy`` files plus ``meta.json`` (no pickle).
 """
