@@ -25,10 +25,10 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor import metrics, watchdog
-from monitor.logs import throttle
 from monitor.events import DurableStore
 from monitor.health import Progress, readiness
 from monitor.kafka.security import client_options, faust_credentials
+from monitor.logs import throttle
 from monitor.kafka.topics import CHUNKS, DETECTIONS, DLQ, INFRINGEMENTS
 from monitor.settings import KafkaSecurity
 from monitor.stream import Accepted

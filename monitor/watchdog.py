@@ -1,8 +1,8 @@
 """The worker's consumer watchdog: notice a consumer that stopped fetching, and restart the process.
 
-After a broker restart, faust's consumer thread can hang for good (its
-keepalive stops answering, aiokafka keeps failing to reconnect; see
-docs/daemon.md): the worker looks alive but consumes nothing. Nothing is
+After a broker restart, faust's consumer can stop fetching for good
+(robinhood/faust#596; see docs/daemon.md): the worker looks alive but
+consumes nothing. Nothing is
 lost (offsets are committed only after events are durable), but nothing is
 monitored either. The watchdog looks from outside faust's consumer, with its
 own short-lived Kafka clients: when messages wait on partitions this worker
