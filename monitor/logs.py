@@ -32,6 +32,12 @@ class Throttle(logging.Filter):
         self._last: dict[tuple[str, int, str], tuple[float, int]] = {}  # key -> (time let through, repeats held since)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        decided = getattr(record, "castwatch_throttle", None)  # another handler with this filter saw it already
+        if decided is None:
+            decided = record.castwatch_throttle = self._decide(record)
+        return bool(decided)
+
+    def _decide(self, record: logging.LogRecord) -> bool:
         if not any(record.name == p or record.name.startswith(p + ".") for p in self.prefixes):
             return True
         key = (record.name, record.levelno, str(record.msg))
@@ -49,10 +55,11 @@ class Throttle(logging.Filter):
 
 
 def throttle(logger: logging.Logger) -> None:
-    """Gives every handler of ``logger`` its own ``Throttle`` (records of child loggers reach those handlers too).
+    """Adds one ``Throttle`` to every handler of ``logger`` (records of child loggers reach those handlers too).
 
-    One per handler: a handler's filter sees each record once, so a shared
-    one would take the second handler's look at a record for a repeat.
+    Each handler runs its filters on a record; the first to run decides, and
+    the record carries the decision to the others.
     """
+    shared = Throttle()
     for handler in logger.handlers:
-        handler.addFilter(Throttle())
+        handler.addFilter(shared)

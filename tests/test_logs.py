@@ -52,14 +52,21 @@ def test_other_loggers_are_never_held_back() -> None:
         assert f.filter(record("aiokafkaesque", "not ours"))
 
 
-def test_every_handler_of_the_logger_gets_the_repeats_once() -> None:
+def test_every_handler_of_the_logger_gets_the_same_records() -> None:
+    clock = Clock()
     logger = logging.Logger("throttle-test")
     outs = [io.StringIO(), io.StringIO()]
     for out in outs:
         logger.addHandler(logging.StreamHandler(out))
     throttle(logger)
+    for handler in logger.handlers:
+        (f,) = handler.filters
+        f.clock = clock
     child = logging.Logger("aiokafka.client")
     child.parent = logger
     for _ in range(50):
         child.error("Unable to update metadata from %s", [1])
-    assert [out.getvalue() for out in outs] == ["Unable to update metadata from [1]\n"] * 2
+    clock.now = 11.0
+    child.error("Unable to update metadata from %s", [1])
+    want = "Unable to update metadata from [1]\nUnable to update metadata from [1] (and 49 more like it in the last 11 s)\n"
+    assert [out.getvalue() for out in outs] == [want, want]
