@@ -25,6 +25,7 @@ chunks of any size yields exactly the landmarks of the whole signal.
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import numba
@@ -386,6 +387,11 @@ class Extractor:
         """Every landmark anchored before this frame has been returned (a live matcher may decide up to here)."""
         return self._anchor_done
 
+    @property
+    def frames_seen(self) -> int:
+        """Spectrogram frames computed so far: ``provisional`` covers the anchors from ``frames_final`` to here."""
+        return self._n_frames
+
     def feed(self, samples: np.ndarray) -> Landmarks:
         """Add samples (float32, engine rate); return the landmarks now final."""
         if self._finished:
@@ -402,6 +408,21 @@ class Extractor:
             raise RuntimeError("this Extractor was already flushed")
         self._finished = True
         return self._advance(final=True)
+
+    def provisional(self) -> Landmarks:
+        """The landmarks ``flush`` would return now, as if the signal ended here; the extractor is unchanged.
+
+        They are anchored from ``frames_final`` on (the look-ahead, up to
+        ``LOOKAHEAD_FRAMES``). Most equal the final ones; those whose peak
+        ranking or target zone reaches past the end differ, as at the end of
+        a file. A live matcher votes on them to decide on the newest audio
+        without waiting for its look-ahead, and takes the final landmarks
+        when they come. Costs no spectrum work: every complete frame is
+        already computed.
+        """
+        if self._finished:
+            raise RuntimeError("this Extractor was flushed; create a new one for a new stream")
+        return copy.copy(self)._advance(final=True)  # every stage replaces its arrays, none writes into them
 
     def _advance(self, final: bool) -> Landmarks:
         self._compute_frames()

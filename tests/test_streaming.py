@@ -155,6 +155,35 @@ def test_landmarks_are_final_after_the_lookahead(density: str) -> None:
     assert_identical(extractor.flush(), want.take(slice(emitted, None)))
 
 
+@pytest.mark.parametrize("density", list(DENSITIES))
+def test_provisional_landmarks_are_those_of_the_audio_so_far_and_change_nothing(density: str) -> None:
+    """At any point, what was emitted plus ``provisional`` is the batch result of the prefix
+    (the signal as if it ended there), and peeking leaves the stream's own landmarks untouched."""
+    samples = SIGNALS["music"]
+    extractor = Extractor(DENSITIES[density])
+    emitted: list[Landmarks] = []
+    final, differs = batch("music", density), 0
+    for at in range(0, samples.shape[0], 3001):
+        emitted.append(extractor.feed(samples[at : at + 3001]))
+        tail = extractor.provisional()
+        assert not len(tail) or int(tail.t.min()) >= extractor.frames_final
+        assert not len(tail) or int(tail.t.max()) < extractor.frames_seen
+        prefix = samples[: extractor.samples_seen]
+        assert_identical(Landmarks.concat([*emitted, tail]), extract(prefix, DENSITIES[density]))
+        settled = final.take(slice(int(np.searchsorted(final.t, extractor.frames_final)), None))
+        settled = settled.take(settled.t < extractor.frames_seen)
+        differs += len(tail) != len(settled) or not all(np.array_equal(a, b) for a, b in zip(tail, settled))
+    assert differs  # a peek sees less context than the final landmarks do: somewhere they differ
+    assert_identical(Landmarks.concat([*emitted, extractor.flush()]), batch("music", density))
+
+
+def test_provisional_after_flush_raises() -> None:
+    extractor = Extractor()
+    extractor.flush()
+    with pytest.raises(RuntimeError, match="flushed"):
+        extractor.provisional()
+
+
 def test_feeding_after_flush_raises() -> None:
     extractor = Extractor()
     extractor.feed(SIGNALS["one_second"])
