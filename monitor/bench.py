@@ -266,6 +266,7 @@ class Detection:
     split: int  # further play.started inside a truth play already found (one play reported in pieces)
     latencies: list[float]  # stream seconds, truth start -> detected_at
     reported: list[float]  # stream seconds, the play's reported start -> detected_at (the worker's metric)
+    talk_over: list[bool] = field(default_factory=list)  # per found play, as latencies: talked over at its start
 
 
 def score_detections(streams: list[Stream], events: list[dict[str, object]], ids: dict[str, int], until_ns: int) -> dict[int, Detection]:
@@ -303,6 +304,7 @@ def score_detections(streams: list[Stream], events: list[dict[str, object]], ids
             d.found += 1
             d.latencies.append(_epoch(str(first["detected_at"])) - start)
             d.reported.append(_epoch(str(first["detected_at"])) - _epoch(str(first["started_at"])))
+            d.talk_over.append(play.talk_over)
         for n, e in enumerate(mine):
             if n in claimed:
                 continue

@@ -40,3 +40,4 @@ def test_found_missed_false_and_split_plays() -> None:
     assert (d.found, d.missed, d.false, d.split) == (2, 1, 1, 1)
     assert d.latencies == [6.0, 21.0]
     assert d.reported == [5.0, 6.0]
+    assert d.talk_over == [False, True]

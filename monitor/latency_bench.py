@@ -1,0 +1,159 @@
+"""``python -m monitor.latency_bench``: detection latency of the stream processing alone, offline, by chunk length.
+
+The daemon benchmark (``python -m monitor.bench``) measures latency under
+load, through the broker, at one chunk length. This one takes the broker
+and the load away to show what the latency is made of: the same catalogue
+and benchmark database (built on first use, about 100 h), the index loaded
+as a worker loads it, and the daemon benchmark's simulated broadcasts
+(same seeds) fed chunk by chunk through ``monitor.stream.StreamProcessor``
+at each ``--chunk-seconds`` and at ``--phases`` chunk phases (the first
+chunk of phase k is k/phases of a chunk shorter, so plays begin at
+different points of their chunks).
+
+For each chunk length: ground-truth plays found, missed, false and split
+(scored as the daemon benchmark scores them); detection latency, stream
+time from a play's true start (fade-in included) to the end of the chunk
+whose processing announced it, p50/p95, overall and split by talk-over;
+the same from the play's reported start (what the worker's
+``castwatch_detection_latency_seconds`` observes); and the CPU time of
+``StreamProcessor.feed`` per second of stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import replace
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from tqdm import tqdm
+
+from fingerprint.matcher import Matcher
+from monitor.bench import FILE_RATE, Detection, Stream, bench_database, catalogue_files, score_detections
+from monitor.chunks import Chunk
+from monitor.rights.bench import _machine
+from monitor.rights.snapshot import load_snapshot
+from monitor.settings import Settings
+from monitor.simulate import compose
+from monitor.stream import StreamProcessor
+from monitor.tracker import STARTED
+
+ORIGIN_NS = 1_780_000_000 * 10**9
+SCORE_MARGIN_S = 30.0  # plays starting this close to a broadcast's end are not scored (as in monitor.bench)
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat()
+
+
+def run_stream(matcher: Matcher, stream: Stream, chunk_s: float, phase: float) -> tuple[list[dict[str, object]], float]:
+    """Feed one broadcast through a StreamProcessor: its ``play.started`` events as the daemon writes them, and CPU seconds."""
+    size = round(chunk_s * FILE_RATE)
+    bounds = [0, *range(round(phase * size) or size, stream.audio.shape[0], size), stream.audio.shape[0]]
+    processor = StreamProcessor(stream.name, lambda: matcher)
+    events: list[dict[str, object]] = []
+    cpu = 0.0
+    for seq, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        chunk = Chunk(stream.name, seq, stream.origin_ns + round(a * 1e9 / FILE_RATE), FILE_RATE, stream.audio[a:b])
+        began = time.process_time()
+        fed = processor.feed(chunk)
+        cpu += time.process_time() - began
+        for event in fed.events:
+            if event.kind == STARTED:
+                events.append({
+                    "event": STARTED, "stream_id": stream.name, "track_id": int(event.play.track),
+                    "started_at": _iso(event.play.started_at), "detected_at": _iso(processor.end_s),
+                })  # fmt: skip
+    return events, cpu
+
+
+def _percentiles(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{np.median(values):.1f} / {np.percentile(values, 95):.1f}"
+
+
+def report(args: argparse.Namespace, rows: list[tuple[float, Detection, float]], hours: float, tracks: int, plays: int) -> str:
+    lines = [
+        f"## {date.today().isoformat()} (offline)",
+        "",
+        f"Machine: {_machine()}",
+        "",
+        f"Command: `python -m monitor.latency_bench --tracks {args.tracks} --broadcasts {args.broadcasts}"
+        f" --minutes {args.minutes:g} --phases {args.phases} --chunk-seconds {args.chunk_seconds}`",
+        "",
+        f"Catalogue: {tracks} recordings, {hours:.1f} h. {args.broadcasts} broadcasts of {args.minutes:g} min at"
+        f" {args.phases} chunk phase(s): {plays} scored plays per chunk length. Latency in seconds of stream time,"
+        " p50 / p95.",
+        "",
+        "| chunk (s) | found / missed / false / split | from true start | no talk-over | with talk-over"
+        " | from reported start | CPU per stream-second (ms) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for chunk_s, d, cpu_per_s in rows:
+        quiet = [x for x, talk in zip(d.latencies, d.talk_over) if not talk]
+        talked = [x for x, talk in zip(d.latencies, d.talk_over) if talk]
+        lines.append(
+            f"| {chunk_s:g} | {d.found} / {d.missed} / {d.false} / {d.split} | {_percentiles(d.latencies)}"
+            f" | {_percentiles(quiet)} ({len(quiet)}) | {_percentiles(talked)} ({len(talked)})"
+            f" | {_percentiles(d.reported)} | {cpu_per_s * 1e3:.2f} |"
+        )
+    return "\n".join(lines + [""])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m monitor.latency_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--tracks", type=int, default=2000, help="catalogue recordings (default 2000, ~100 h)")
+    parser.add_argument("--broadcasts", type=int, default=12, help="simulated broadcasts (default 12)")
+    parser.add_argument("--minutes", type=float, default=6.0, help="minutes per broadcast (default 6)")
+    parser.add_argument("--phases", type=int, default=2, help="chunk phases per broadcast (default 2)")
+    parser.add_argument("--chunk-seconds", default="5,2,1", help="chunk lengths to compare (default 5,2,1)")
+    parser.add_argument("--jobs", type=int, default=max(1, os.cpu_count() or 1), help="processes for synthesis and ingest")
+    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "castwatch"), help="where synthesised audio is kept")
+    parser.add_argument("--record", help="append the table to this markdown file")
+    args = parser.parse_args(argv)
+    lengths = [float(x) for x in args.chunk_seconds.split(",")]
+    if args.broadcasts < 1 or args.phases < 1 or args.minutes * 60 <= SCORE_MARGIN_S or min(lengths) <= 0:
+        parser.error("--broadcasts and --phases must be at least 1, --minutes above 0.5, chunk lengths positive")
+
+    files = catalogue_files(Path(args.cache), args.tracks, args.jobs)
+    server, url, ids, hours = bench_database(Settings.from_env(), files, args.jobs)
+    try:
+        print("loading the index", file=sys.stderr)
+        with psycopg.connect(url) as conn:
+            matcher = Matcher(load_snapshot(conn).index)
+    finally:
+        server.stop()
+    streams = []
+    for seed in tqdm(range(args.broadcasts), unit="broadcast", desc="composing", file=sys.stderr):
+        composition = compose(files, args.minutes, 1000 + seed, FILE_RATE)
+        pcm = np.clip(np.round(composition.samples * 32767.0), -32768, 32767).astype(np.int16)
+        streams.append(Stream(f"bench-{seed + 1}", pcm, composition.truth, ORIGIN_NS, 0.0, level=0))
+    until_ns = ORIGIN_NS + round(args.minutes * 60e9)
+    rows = []
+    for chunk_s in lengths:
+        runs = [(replace(s, name=f"{s.name}.{k}"), k / args.phases) for s in streams for k in range(args.phases)]
+        events: list[dict[str, object]] = []
+        cpu = 0.0
+        for stream, phase in tqdm(runs, unit="run", desc=f"{chunk_s:g} s chunks", file=sys.stderr):
+            found, seconds = run_stream(matcher, stream, chunk_s, phase)
+            events += found
+            cpu += seconds
+        (detection,) = score_detections([s for s, _ in runs], events, ids, until_ns).values()
+        rows.append((chunk_s, detection, cpu / (len(runs) * args.minutes * 60)))
+    plays = rows[0][1].found + rows[0][1].missed
+    text = report(args, rows, hours, len(ids), plays)
+    print(text)
+    if args.record:
+        with open(args.record, "a", encoding="utf-8") as f:
+            f.write("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,44 @@
+"""The offline latency benchmark's stream runner: a composed broadcast through StreamProcessor, scored (no services)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fingerprint.audio import decode
+from fingerprint.index import IndexBuilder
+from fingerprint.landmarks import extract
+from fingerprint.matcher import Matcher
+from fingerprint.params import SAMPLE_RATE
+from fingerprint.spectrum import n_frames_for
+from monitor.bench import FILE_RATE, Stream, score_detections
+from monitor.latency_bench import ORIGIN_NS, run_stream
+from monitor.simulate import compose
+
+
+@pytest.fixture(scope="module")
+def bench(recordings: list[Path]) -> tuple[Matcher, dict[str, int], Stream]:
+    builder = IndexBuilder()
+    ids = {}
+    for n, path in enumerate(recordings, start=1):
+        x = decode(path, SAMPLE_RATE)
+        builder.add(str(n), extract(x), n_frames_for(x.shape[0]))
+        ids[str(path)] = n
+    composition = compose(recordings, 3.0, seed=11, rate=FILE_RATE)
+    pcm = np.clip(np.round(composition.samples * 32767.0), -32768, 32767).astype(np.int16)
+    return Matcher(builder.freeze()), ids, Stream("bench-1.0", pcm, composition.truth, ORIGIN_NS, 0.0, level=0)
+
+
+@pytest.mark.parametrize("chunk_s, phase", [(5.0, 0.0), (5.0, 0.5), (1.0, 0.0)])
+def test_every_play_is_found_once_and_announced_after_it_began(bench, chunk_s: float, phase: float) -> None:
+    matcher, ids, stream = bench
+    events, cpu = run_stream(matcher, stream, chunk_s, phase)
+    (d,) = score_detections([stream], events, ids, ORIGIN_NS + round(3 * 60e9)).values()
+    scored = sum(p.stream_start <= 150.0 for p in stream.truth)
+    assert scored >= 3
+    assert (d.found, d.missed, d.false) == (scored, 0, 0)
+    assert all(0.0 < x <= 30.0 for x in d.latencies) and all(0.0 < x for x in d.reported)
+    assert len(d.talk_over) == d.found
+    assert cpu > 0.0
