@@ -5,11 +5,16 @@ streaming extractor (live density: one target per anchor fewer than a file
 query, see ``fingerprint.params.LIVE_TARGETS``), a bounded window of recent
 landmarks with their index hits, and a ``PlayTracker``. Each landmark is looked up in
 the index once, when the extractor returns it. Whenever at least ``step_s``
-more audio is final (in practice: with every chunk of a second or more), the
+more audio has come (in practice: with every chunk of a second or more), the
 hits of the last ``window_s`` of landmarks are voted on and the matches go to
 the tracker as evidence in stream time. Deciding with every chunk rather
-than on a fixed grid is what keeps detection latency near the extractor's
-own delay plus the chunk length. The window is 5 s, not the 10 s that
+than on a fixed grid is what keeps detection latency near the chunk
+length. The vote reaches the newest audio: a landmark waits up to 1.6 s
+for its look-ahead (``fingerprint.params.LOOKAHEAD_FRAMES``) before it is
+final, so the extractor's provisional landmarks of that tail (as if the
+audio ended there) are looked up and voted on with the final ones, and the
+next window reaches back to where the final ones ended, so that every
+stretch of audio is also voted on with its final landmarks. The window is 5 s, not the 10 s that
 offline matching uses: a play that has just begun is found in the newest
 seconds of audio whatever the window, a 10 s window only voted every hit
 twice (on a simulated broadcast against a 47 h catalogue: the same plays
@@ -98,6 +103,7 @@ class StreamProcessor:
         self._hits = Hits.concat([])  # index hits of ``_recent`` by ``_hits_of``
         self._hits_of: Matcher | None = None
         self._decided = 0  # end frame of the last window decided
+        self._settled = 0  # frames final at that decision: the vote after it starts no later
         self._restored_end_s = 0.0
         self.segments = 0
 
@@ -121,8 +127,9 @@ class StreamProcessor:
         audio = self._resampler.feed(chunk.samples.astype(np.float32) / 32768.0)
         self._add(self._extractor.feed(audio))
         windows = 0
-        if self._extractor.frames_final - self._decided >= self._step:
-            events += self._decide(self._extractor.frames_final)
+        if self._extractor.frames_seen - self._decided >= self._step:
+            extractor = self._extractor
+            events += self._decide(extractor.frames_seen, extractor.frames_final, extractor.provisional())
             windows = 1
         events += self.tracker.advance(self.end_s)
         return Fed(accepted, events, windows)
@@ -138,7 +145,7 @@ class StreamProcessor:
         self._add(self._extractor.feed(self._resampler.flush()))
         self._add(self._extractor.flush())
         self._extractor = None
-        if not len(self._recent) or int(self._recent.t.max()) < self._decided:
+        if not len(self._recent) or int(self._recent.t.max()) < self._settled:
             return []
         return self._decide(int(self._recent.t.max()) + 1)
 
@@ -192,6 +199,7 @@ class StreamProcessor:
         self._recent = Landmarks.empty()
         self._hits = Hits.concat([])
         self._decided = 0
+        self._settled = 0
 
     def _add(self, fresh: Landmarks) -> None:
         """Keep new landmarks, looked up in the current index (all of the window again if the index changed)."""
@@ -205,20 +213,34 @@ class StreamProcessor:
             self._hits = matcher.lookup(self._recent)
             self._hits_of = matcher
 
-    def _decide(self, end_frame: int) -> list[PlayEvent]:
-        """Vote on the hits of the landmarks anchored in [end_frame - window, end_frame)."""
+    def _decide(self, end_frame: int, settled: int | None = None, tail: Landmarks | None = None) -> list[PlayEvent]:
+        """Vote on the hits of the landmarks anchored in [end_frame - window, end_frame).
+
+        ``tail``: the extractor's provisional landmarks, anchored from
+        ``settled`` (its final frame) up to ``end_frame``; looked up for this vote only
+        (the final ones replace them when the look-ahead has been heard).
+        The window reaches back to the frames that were provisional at the
+        previous vote, so that every frame is voted on with its final
+        landmarks once (else a play whose first seconds fell in a
+        provisional tail would be reported from a later start).
+        """
+        start_frame = min(end_frame - self._window, self._settled) if self._decided else end_frame - self._window
         self._decided = end_frame
-        start_frame = end_frame - self._window
+        self._settled = end_frame if settled is None else settled
         self._recent = self._recent.take(self._recent.t >= start_frame)
         self._hits = self._hits.take(self._hits.t >= start_frame)
         matcher = self._matcher()
         if matcher is not self._hits_of:
             self._hits = matcher.lookup(self._recent)
             self._hits_of = matcher
-        in_window = self._recent.t < end_frame
+        recent, hits = self._recent, self._hits
+        if tail is not None and len(tail):
+            tail = tail.take(tail.t >= start_frame)
+            recent, hits = Landmarks.concat([recent, tail]), Hits.concat([hits, matcher.lookup(tail)])
+        in_window = recent.t < end_frame
         if not in_window.any():
             return self.tracker.observe(self._origin_s + end_frame / FRAME_RATE, [])
-        hits, query_t = self._hits.take(self._hits.t < end_frame), self._recent.t[in_window]
+        hits, query_t = hits.take(hits.t < end_frame), recent.t[in_window]
         matches = self._keep_timelines(matcher, hits, query_t, matcher.vote(hits, query_t))
         origin = self._origin_s
         evidence = [
