@@ -14,9 +14,11 @@ tracker turns that into plays:
   ``max_gap_s`` does not split a play;
 - evidence that disagrees (the recording restarted back to back, the DJ
   jumped ahead) ends the current play and starts another once a second
-  window confirms the new timeline: one window alone is more often a vote
-  that placed a repeated section (a chorus, a loop) at its other occurrence,
-  and ending the play on it would count one play twice; and when the play
+  window confirms the new timeline with at least ``CONFIRM_NEW_S`` of audio
+  the first did not hear (with short chunks consecutive windows overlap
+  mostly, and would confirm each other's error): one window alone is more
+  often a vote that placed a repeated section (a chorus, a loop) at its
+  other occurrence, and ending the play on it would count one play twice; and when the play
   it supersedes had less than ``CORRECTION_S`` of evidence, that play was a
   wrong first alignment (typically found under talk-over), so it takes the
   new timeline and stays one play under its first ``event_id``;
@@ -40,6 +42,7 @@ EVENT_NAMESPACE = uuid.UUID("6f0b7d52-32a4-4c1e-9a51-2f3c1e0b9d17")
 STARTED = "play.started"
 ENDED = "play.ended"
 CORRECTION_S = 10.0  # a play with less evidence than this, superseded by a confirmed timeline, is corrected, not ended
+CONFIRM_NEW_S = 2.5  # stream seconds of evidence past its first window that confirm a new timeline of a playing recording
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class Play:
     windows: int  # windows of evidence
     announced: bool  # play.started sent
     confirm: int = 1  # windows needed before play.started: 2 for a new timeline of a recording already playing
+    first_end: float = 0.0  # stream time its first window's evidence ended (the second must reach CONFIRM_NEW_S past it)
 
     @property
     def event_id(self) -> str:
@@ -185,6 +189,7 @@ class PlayTracker:
             windows=1,
             announced=False,
             confirm=2 if running else 1,
+            first_end=best.end,
         )
         self._plays.append(play)
         return self._maybe_announce(play)
@@ -207,6 +212,8 @@ class PlayTracker:
 
     def _maybe_announce(self, play: Play) -> list[PlayEvent]:
         if play.announced or play.windows < max(self.min_windows, play.confirm):
+            return []
+        if play.confirm > 1 and play.last_seen - play.first_end < CONFIRM_NEW_S:
             return []
         # The recording's announced plays are over: superseded by this timeline, or long without evidence.
         over = [p for p in self._plays if p.track == play.track and p.announced]

@@ -141,6 +141,19 @@ def test_a_new_timeline_confirmed_twice_ends_the_play_at_its_last_evidence() -> 
     assert events[2].play.ref_start == pytest.approx(120.0)
 
 
+def test_overlapping_windows_confirm_a_new_timeline_only_with_new_audio() -> None:
+    """1 s chunks: windows a second apart share most of their audio, so two of them on a repeat's
+    other occurrence are one observation; the new timeline needs evidence 2.5 s past its first window."""
+    tracker = PlayTracker("fm")
+    events = run(tracker, windows("a", T0, T0 + 40))
+    repeat = [Evidence("a", T0 + 39, T0 + 41 + k, 95.0, 97.0 + k, 1.0, 0.3, 15) for k in range(4)]
+    for k, e in enumerate(repeat[:3]):
+        events += tracker.observe(T0 + 41 + k, [e])
+    assert summary(events) == [(STARTED, "a", 0.0, 10.0)]  # three windows, 2 s of new audio: not confirmed
+    events += tracker.observe(T0 + 44, [repeat[3]])
+    assert summary(events) == [(STARTED, "a", 0.0, 10.0), (ENDED, "a", 0.0, 40.0), (STARTED, "a", 39.0, 44.0)]
+
+
 def test_a_wrong_first_alignment_is_corrected_not_counted_twice() -> None:
     """Found first at a repeated section's other occurrence (under talk-over), then on its true timeline: one play."""
     tracker = PlayTracker("fm")
