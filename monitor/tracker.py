@@ -36,7 +36,7 @@ worker that replays the same audio after a crash produces the same ids.
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 EVENT_NAMESPACE = uuid.UUID("6f0b7d52-32a4-4c1e-9a51-2f3c1e0b9d17")
 STARTED = "play.started"
@@ -259,5 +259,8 @@ class PlayTracker:
             float(state["ref_tolerance_s"]),  # type: ignore[arg-type]
             int(state["min_windows"]),  # type: ignore[call-overload]
         )
-        tracker._plays = [Play(**p) for p in state["plays"]]  # type: ignore[union-attr]
+        known = {f.name for f in fields(Play)}
+        # Fields a newer release added are dropped: each one has a default and
+        # only refines the tracking, so a worker rolled back keeps the plays.
+        tracker._plays = [Play(**{k: v for k, v in p.items() if k in known}) for p in state["plays"]]  # type: ignore[union-attr]
         return tracker

@@ -86,6 +86,23 @@ class Worker:
             self._matcher = Matcher(index)
         return self._matcher
 
+    def _restore(self, stream: str) -> StreamProcessor:
+        """The stream's processor from its saved state; a fresh one if there is none or it cannot be read.
+
+        A state this release cannot read (written by an incompatible release,
+        or damaged) must not stop the worker for every other stream: the
+        stream starts afresh, and its plays in progress are found again (under
+        new event ids, as after a gap longer than the tracker bridges).
+        """
+        saved = self._saved_state(stream)
+        if saved is None:
+            return StreamProcessor(stream, self.matcher)
+        try:
+            return StreamProcessor.restore(saved, self.matcher)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            log.error("stream %r: its saved state cannot be read (%s: %s); starting it afresh", stream, type(e).__name__, e)
+            return StreamProcessor(stream, self.matcher)
+
     def handle(self, key: bytes | None, value: bytes | None) -> Handled:
         try:
             chunk = chunks.decode(key, value)
@@ -93,10 +110,7 @@ class Worker:
             return Handled(dlq_reason=e.reason, dlq_message=str(e))
         processor = self.processors.get(chunk.stream)
         if processor is None:
-            saved = self._saved_state(chunk.stream)
-            processor = (
-                StreamProcessor.restore(saved, self.matcher) if saved else StreamProcessor(chunk.stream, self.matcher)
-            )
+            processor = self._restore(chunk.stream)
             self.processors[chunk.stream] = processor
         try:
             fed = processor.feed(chunk)
