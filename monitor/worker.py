@@ -95,7 +95,7 @@ class Worker:
         new event ids, as after a gap longer than the tracker bridges).
         """
         saved = self._saved_state(stream)
-        if saved is None:
+        if not saved:
             return StreamProcessor(stream, self.matcher)
         try:
             return StreamProcessor.restore(saved, self.matcher)
