@@ -15,8 +15,13 @@ For each chunk length: ground-truth plays found, missed, false and split
 time from a play's true start (fade-in included) to the end of the chunk
 whose processing announced it, p50/p95, overall and split by talk-over;
 the same from the play's reported start (what the worker's
-``castwatch_detection_latency_seconds`` observes); and the CPU time of
-``StreamProcessor.feed`` per second of stream.
+``castwatch_detection_latency_seconds`` observes); the CPU time of
+``StreamProcessor.feed`` per second of stream; and, with
+``--unknown-hours``, the plays announced on that many hours of broadcast
+holding nothing from the catalogue (``monitor.simulate.compose_unknown``:
+songs and jingles not in it, talked over as plays are), every one of them a
+false accusation. ``--min-aligned`` sets the matcher's evidence threshold
+(aligned anchors per window) to weigh latency against false plays.
 """
 
 from __future__ import annotations
@@ -33,18 +38,19 @@ import numpy as np
 import psycopg
 from tqdm import tqdm
 
-from fingerprint.matcher import Matcher
+from fingerprint.matcher import MIN_ALIGNED, Matcher
 from monitor.bench import FILE_RATE, Detection, Stream, bench_database, catalogue_files, score_detections
 from monitor.chunks import Chunk
 from monitor.rights.bench import _machine
 from monitor.rights.snapshot import load_snapshot
 from monitor.settings import Settings
-from monitor.simulate import compose
+from monitor.simulate import compose, compose_unknown
 from monitor.stream import StreamProcessor
 from monitor.tracker import STARTED
 
 ORIGIN_NS = 1_780_000_000 * 10**9
 SCORE_MARGIN_S = 30.0  # plays starting this close to a broadcast's end are not scored (as in monitor.bench)
+UNKNOWN_STREAM_MINUTES = 30.0  # the non-catalogue hours are cut into streams this long
 
 
 def _iso(seconds: float) -> str:
@@ -78,30 +84,31 @@ def _percentiles(values: list[float]) -> str:
     return f"{np.median(values):.1f} / {np.percentile(values, 95):.1f}"
 
 
-def report(args: argparse.Namespace, rows: list[tuple[float, Detection, float]], hours: float, tracks: int, plays: int) -> str:
+def report(args: argparse.Namespace, rows: list[tuple[float, Detection, float, int]], hours: float, tracks: int, plays: int) -> str:
     lines = [
         f"## {date.today().isoformat()} (offline)",
         "",
         f"Machine: {_machine()}",
         "",
         f"Command: `python -m monitor.latency_bench --tracks {args.tracks} --broadcasts {args.broadcasts}"
-        f" --minutes {args.minutes:g} --phases {args.phases} --chunk-seconds {args.chunk_seconds}`",
+        f" --minutes {args.minutes:g} --phases {args.phases} --chunk-seconds {args.chunk_seconds}"
+        f" --unknown-hours {args.unknown_hours:g} --min-aligned {args.min_aligned}`",
         "",
         f"Catalogue: {tracks} recordings, {hours:.1f} h. {args.broadcasts} broadcasts of {args.minutes:g} min at"
         f" {args.phases} chunk phase(s): {plays} scored plays per chunk length. Latency in seconds of stream time,"
-        " p50 / p95.",
+        f" p50 / p95. Evidence threshold: {args.min_aligned} aligned anchors per window.",
         "",
         "| chunk (s) | found / missed / false / split | from true start | no talk-over | with talk-over"
-        " | from reported start | CPU per stream-second (ms) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        f" | from reported start | CPU per stream-second (ms) | plays on {args.unknown_hours:g} h not in the catalogue |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for chunk_s, d, cpu_per_s in rows:
+    for chunk_s, d, cpu_per_s, false_unknown in rows:
         quiet = [x for x, talk in zip(d.latencies, d.talk_over) if not talk]
         talked = [x for x, talk in zip(d.latencies, d.talk_over) if talk]
         lines.append(
             f"| {chunk_s:g} | {d.found} / {d.missed} / {d.false} / {d.split} | {_percentiles(d.latencies)}"
             f" | {_percentiles(quiet)} ({len(quiet)}) | {_percentiles(talked)} ({len(talked)})"
-            f" | {_percentiles(d.reported)} | {cpu_per_s * 1e3:.2f} |"
+            f" | {_percentiles(d.reported)} | {cpu_per_s * 1e3:.2f} | {false_unknown if args.unknown_hours else '-'} |"
         )
     return "\n".join(lines + [""])
 
@@ -113,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=6.0, help="minutes per broadcast (default 6)")
     parser.add_argument("--phases", type=int, default=2, help="chunk phases per broadcast (default 2)")
     parser.add_argument("--chunk-seconds", default="5,2,1", help="chunk lengths to compare (default 5,2,1)")
+    parser.add_argument("--unknown-hours", type=float, default=0.0, help="hours of non-catalogue broadcast to count false plays on (default 0)")
+    parser.add_argument("--min-aligned", type=int, default=MIN_ALIGNED, help=f"aligned anchors a window needs (default {MIN_ALIGNED})")
     parser.add_argument("--jobs", type=int, default=max(1, os.cpu_count() or 1), help="processes for synthesis and ingest")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "castwatch"), help="where synthesised audio is kept")
     parser.add_argument("--record", help="append the table to this markdown file")
@@ -120,13 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     lengths = [float(x) for x in args.chunk_seconds.split(",")]
     if args.broadcasts < 1 or args.phases < 1 or args.minutes * 60 <= SCORE_MARGIN_S or min(lengths) <= 0:
         parser.error("--broadcasts and --phases must be at least 1, --minutes above 0.5, chunk lengths positive")
+    if args.unknown_hours < 0 or args.min_aligned < 1:
+        parser.error("--unknown-hours must not be negative, --min-aligned at least 1")
 
     files = catalogue_files(Path(args.cache), args.tracks, args.jobs)
     server, url, ids, hours = bench_database(Settings.from_env(), files, args.jobs)
     try:
         print("loading the index", file=sys.stderr)
         with psycopg.connect(url) as conn:
-            matcher = Matcher(load_snapshot(conn).index)
+            matcher = Matcher(load_snapshot(conn).index, min_aligned=args.min_aligned)
     finally:
         server.stop()
     streams = []
@@ -134,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         composition = compose(files, args.minutes, 1000 + seed, FILE_RATE)
         pcm = np.clip(np.round(composition.samples * 32767.0), -32768, 32767).astype(np.int16)
         streams.append(Stream(f"bench-{seed + 1}", pcm, composition.truth, ORIGIN_NS, 0.0, level=0))
+    unknown = []
+    pieces = int(np.ceil(args.unknown_hours * 60 / UNKNOWN_STREAM_MINUTES))
+    for k in tqdm(range(pieces), unit="stream", desc="composing non-catalogue", file=sys.stderr):
+        minutes = min(UNKNOWN_STREAM_MINUTES, args.unknown_hours * 60 - k * UNKNOWN_STREAM_MINUTES)
+        pcm = np.clip(np.round(compose_unknown(minutes, 2000 + k, FILE_RATE) * 32767.0), -32768, 32767).astype(np.int16)
+        unknown.append(Stream(f"unknown-{k + 1}", pcm, [], ORIGIN_NS, 0.0, level=0))
     until_ns = ORIGIN_NS + round(args.minutes * 60e9)
     rows = []
     for chunk_s in lengths:
@@ -145,7 +162,13 @@ def main(argv: list[str] | None = None) -> int:
             events += found
             cpu += seconds
         (detection,) = score_detections([s for s, _ in runs], events, ids, until_ns).values()
-        rows.append((chunk_s, detection, cpu / (len(runs) * args.minutes * 60)))
+        false_unknown = 0
+        for stream in tqdm(unknown, unit="stream", desc=f"{chunk_s:g} s chunks, non-catalogue", file=sys.stderr):
+            found, _ = run_stream(matcher, stream, chunk_s, 0.0)
+            for event in found:
+                tqdm.write(f"false play: {stream.name} track {event['track_id']} from {event['started_at']}", file=sys.stderr)
+            false_unknown += len(found)
+        rows.append((chunk_s, detection, cpu / (len(runs) * args.minutes * 60), false_unknown))
     plays = rows[0][1].found + rows[0][1].missed
     text = report(args, rows, hours, len(ids), plays)
     print(text)

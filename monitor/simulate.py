@@ -24,7 +24,7 @@ import asyncio
 import functools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -191,9 +191,19 @@ class _Composer:
             bed = _level(bed) * 0.5 + speech_like(seconds, self.rng, self.rate)[: bed.shape[0]] * ITEM_RMS
         return _Item(self._finish(bed), False)
 
-    def unknown_song(self) -> _Item:
+    def unknown_song(self, talk_over: bool = False) -> _Item:
         seconds = self._seconds(UNKNOWN_SONG_S)
-        return _Item(self._finish(music(seconds, NON_CATALOGUE_SEED_BASE + int(self.rng.integers(1 << 30)), self.rate)), True)
+        audio = music(seconds, NON_CATALOGUE_SEED_BASE + int(self.rng.integers(1 << 30)), self.rate)
+        if talk_over and self.rng.random() < TALK_OVER_PROBABILITY:
+            audio = _level(audio)
+            intro = min(audio.shape[0] // 2, round(self._seconds(TALK_OVER_S) * self.rate))
+            voice = speech_like(intro / self.rate, self.rng, self.rate)
+            audio[:intro] = degrade.talk_over(audio[:intro], voice, self.rate, TALK_OVER_SNR_DB)
+        return _Item(self._finish(audio), True)
+
+    def nothing_known(self, first: bool) -> _Item:
+        """A song not in the catalogue (talked over as often as a play) or a jingle or link."""
+        return self.jingle() if not first and self.rng.random() < 0.3 else self.unknown_song(talk_over=True)
 
     def next_item(self, first: bool) -> _Item:
         kinds, weights = zip(*NEXT_ITEM)
@@ -221,10 +231,29 @@ def compose(
         raise SimulationError(f"--minutes {minutes}: expected a positive number")
     total = round(minutes * 60 * rate)
     composer = _Composer([Path(f) for f in catalogue_files], rate, np.random.default_rng(seed), codec_kbps)
+    return _assemble(composer, composer.next_item, total)
+
+
+def compose_unknown(minutes: float, seed: int, rate: int = DEFAULT_RATE) -> np.ndarray:
+    """``minutes`` of broadcast with nothing from any catalogue: what a monitor must never report.
+
+    Songs and jingles from ``fingerprint.synth.music`` seeds far from any
+    catalogue's, 40 % of the songs talked over at the start as plays are,
+    crossfaded as :func:`compose` does (float32 mono at ``rate``).
+    """
+    if minutes <= 0:
+        raise SimulationError(f"--minutes {minutes}: expected a positive number")
+    composer = _Composer([], rate, np.random.default_rng(seed), None)
+    return _assemble(composer, composer.nothing_known, round(minutes * 60 * rate)).samples
+
+
+def _assemble(composer: _Composer, next_item: Callable[[bool], _Item], total: int) -> Composition:
+    """Items from ``next_item`` crossfaded one after another up to ``total`` samples, and the plays among them."""
+    rate = composer.rate
     items: list[_Item] = []
     cursor = 0
     while cursor < total:
-        item = composer.next_item(first=not items)
+        item = next_item(not items)
         if items:
             n = composer.overlap(items[-1], item)
             fade = _fade(n)

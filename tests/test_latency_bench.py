@@ -15,7 +15,7 @@ from fingerprint.params import SAMPLE_RATE
 from fingerprint.spectrum import n_frames_for
 from monitor.bench import FILE_RATE, Stream, score_detections
 from monitor.latency_bench import ORIGIN_NS, run_stream
-from monitor.simulate import compose
+from monitor.simulate import compose, compose_unknown
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +42,13 @@ def test_every_play_is_found_once_and_announced_after_it_began(bench, chunk_s: f
     assert all(0.0 < x <= 30.0 for x in d.latencies) and all(0.0 < x for x in d.reported)
     assert len(d.talk_over) == d.found
     assert cpu > 0.0
+
+
+def test_a_broadcast_of_nothing_in_the_catalogue_gives_no_play(bench) -> None:
+    matcher, _, _ = bench
+    audio = compose_unknown(2.0, seed=4, rate=FILE_RATE)
+    assert audio.shape == (2 * 60 * FILE_RATE,) and np.array_equal(audio, compose_unknown(2.0, seed=4, rate=FILE_RATE))
+    assert 0.05 < float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) and np.abs(audio).max() <= 0.95
+    pcm = np.round(audio * 32767.0).astype(np.int16)
+    events, _ = run_stream(matcher, Stream("unknown-1", pcm, [], ORIGIN_NS, 0.0, level=0), 5.0, 0.0)
+    assert events == []
