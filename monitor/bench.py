@@ -93,6 +93,8 @@ def bench_database(settings: Settings, files: list[Path], jobs: int) -> tuple[Lo
     url = server.start()
     with psycopg.connect(url) as conn:
         migrations.migrate(conn)
+        # Stream names repeat from run to run: a worker must not resume another run's streams.
+        conn.execute("DELETE FROM stream_state")
         conn.commit()
         known = {source for (source,) in conn.execute("SELECT source FROM tracks WHERE removed_at IS NULL")}
         missing = [f for f in files if str(f) not in known]
