@@ -28,8 +28,8 @@ from monitor import metrics, watchdog
 from monitor.events import DurableStore
 from monitor.health import Progress, readiness
 from monitor.kafka.security import client_options, faust_credentials
-from monitor.logs import throttle
 from monitor.kafka.topics import CHUNKS, DETECTIONS, DLQ, INFRINGEMENTS
+from monitor.logs import throttle
 from monitor.settings import KafkaSecurity
 from monitor.stream import Accepted
 from monitor.tracker import STARTED

@@ -474,23 +474,32 @@ def report(args: argparse.Namespace, steps: list[Step], detections: dict[int, De
     return "\n".join(lines + [""])
 
 
+def catalogue_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark on this catalogue takes: its size, the work processes, the cache, the record file."""
+    parser.add_argument("--tracks", type=int, default=2000, help="catalogue recordings (default 2000, ~100 h)")
+    parser.add_argument("--jobs", type=int, default=max(1, os.cpu_count() or 1), help="processes for synthesis and ingest")
+    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "castwatch"), help="where synthesised audio is kept")
+    parser.add_argument("--record", help="append the table to this markdown file")
+
+
+def publish(text: str, record: str | None) -> None:
+    """Print a result table, and append it to the ``--record`` file if one was given."""
+    print(text)
+    if record:
+        with open(record, "a", encoding="utf-8") as f:
+            f.write("\n" + text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m monitor.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--tracks", type=int, default=2000, help="catalogue recordings (default 2000, ~100 h)")
+    catalogue_arguments(parser)
     parser.add_argument("--levels", default="100,200,300,400", help="stream counts to step through (default 100,200,300,400)")
     parser.add_argument("--minutes", type=float, default=3.0, help="real-time minutes per step (default 3)")
     parser.add_argument("--chunk-seconds", type=float, default=5.0, help="audio per chunk (default 5)")
     parser.add_argument("--broadcasts", type=int, default=12, help="distinct simulated broadcasts shared by the streams")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the chunk topic (default 4)")
-    parser.add_argument("--jobs", type=int, default=max(1, os.cpu_count() or 1), help="processes for synthesis and ingest")
-    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "castwatch"), help="where synthesised audio is kept")
-    parser.add_argument("--record", help="append the table to this markdown file")
     args = parser.parse_args(argv)
-    text = asyncio.run(run(args))
-    print(text)
-    if args.record:
-        with open(args.record, "a", encoding="utf-8") as f:
-            f.write("\n" + text)
+    publish(asyncio.run(run(args)), args.record)
     return 0
 
 

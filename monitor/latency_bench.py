@@ -27,7 +27,6 @@ false accusation. ``--min-aligned`` sets the matcher's evidence threshold
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import replace
@@ -39,7 +38,16 @@ import psycopg
 from tqdm import tqdm
 
 from fingerprint.matcher import MIN_ALIGNED, Matcher
-from monitor.bench import FILE_RATE, Detection, Stream, bench_database, catalogue_files, score_detections
+from monitor.bench import (
+    FILE_RATE,
+    Detection,
+    Stream,
+    bench_database,
+    catalogue_arguments,
+    catalogue_files,
+    publish,
+    score_detections,
+)
 from monitor.chunks import Chunk
 from monitor.rights.bench import _machine
 from monitor.rights.snapshot import load_snapshot
@@ -115,16 +123,13 @@ def report(args: argparse.Namespace, rows: list[tuple[float, Detection, float, i
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m monitor.latency_bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--tracks", type=int, default=2000, help="catalogue recordings (default 2000, ~100 h)")
+    catalogue_arguments(parser)
     parser.add_argument("--broadcasts", type=int, default=12, help="simulated broadcasts (default 12)")
     parser.add_argument("--minutes", type=float, default=6.0, help="minutes per broadcast (default 6)")
     parser.add_argument("--phases", type=int, default=2, help="chunk phases per broadcast (default 2)")
     parser.add_argument("--chunk-seconds", default="5,2,1", help="chunk lengths to compare (default 5,2,1)")
     parser.add_argument("--unknown-hours", type=float, default=0.0, help="hours of non-catalogue broadcast to count false plays on (default 0)")
     parser.add_argument("--min-aligned", type=int, default=MIN_ALIGNED, help=f"aligned anchors a window needs (default {MIN_ALIGNED})")
-    parser.add_argument("--jobs", type=int, default=max(1, os.cpu_count() or 1), help="processes for synthesis and ingest")
-    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "castwatch"), help="where synthesised audio is kept")
-    parser.add_argument("--record", help="append the table to this markdown file")
     args = parser.parse_args(argv)
     lengths = [float(x) for x in args.chunk_seconds.split(",")]
     if args.broadcasts < 1 or args.phases < 1 or args.minutes * 60 <= SCORE_MARGIN_S or min(lengths) <= 0:
@@ -170,11 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             false_unknown += len(found)
         rows.append((chunk_s, detection, cpu / (len(runs) * args.minutes * 60), false_unknown))
     plays = rows[0][1].found + rows[0][1].missed
-    text = report(args, rows, hours, len(ids), plays)
-    print(text)
-    if args.record:
-        with open(args.record, "a", encoding="utf-8") as f:
-            f.write("\n" + text)
+    publish(report(args, rows, hours, len(ids), plays), args.record)
     return 0
 
 
