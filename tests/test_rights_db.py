@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from pg import ScratchServer
 from monitor import cli
 from monitor.rights import migrations
 from monitor.rights.db import DatabaseError, connect, open_checked
-from monitor.rights.localdb import LocalServer, find_bindir, free_port
+from monitor.rights.localdb import FIRST_FREE_PORT, LocalServer, ephemeral_ports, find_bindir, free_port
 
 
 @pytest.fixture
@@ -272,3 +273,14 @@ def test_dashboard_role_reads_and_acknowledges_only(db_url: str) -> None:
     with psycopg.connect(login_as(db_url, "castwatch_reader")) as reader:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             reader.execute("UPDATE infringements SET status = 'resolved'")
+
+
+def test_free_ports_are_bindable_and_outside_the_ephemeral_range() -> None:
+    """Outgoing connections take ephemeral ports: a scratch server's port must not be one of them."""
+    low, high = ephemeral_ports()
+    assert 1024 <= low < high
+    for _ in range(50):
+        port = free_port()
+        assert FIRST_FREE_PORT <= port < low
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -196,11 +197,37 @@ class LocalServer:
         return True
 
 
+FIRST_FREE_PORT = 15000  # free_port draws from here up to the kernel's ephemeral range
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux's default if it cannot be read)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's ephemeral range.
+
+    ``bind(0)`` would hand out an ephemeral port, and the kernel hands the
+    same ports to outgoing connections: a Kafka or PostgreSQL client could
+    take it before the server we start binds it (the server then fails with
+    "port taken"). Below that range only servers that ask for a port get one.
+    """
+    low = ephemeral_ports()[0]
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(FIRST_FREE_PORT, low) if low > FIRST_FREE_PORT + 100 else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError(f"no free TCP port on 127.0.0.1 between {FIRST_FREE_PORT} and {low}")
 
 
 def scratch_server(durable: bool = False, prefix: str = "castwatch-pg-") -> LocalServer:
