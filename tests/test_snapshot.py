@@ -167,10 +167,12 @@ def test_index_swaps_are_atomic_for_readers(live: LiveCatalogue, db_url: str, re
     thread = threading.Thread(target=reader)
     thread.start()
     try:
+        wait_for(lambda: bool(seen))  # the reader has seen the empty index
         with psycopg.connect(db_url) as writer:
             for i in range(3):
                 catalog.add(writer, recordings[i : i + 1], {}, ACME)
-            wait_for(lambda: live.index.n_tracks == 3)
+            # ... and, before it stops, the last one (it may not have run since the swap).
+            wait_for(lambda: seen[-1][0] == 3)
     finally:
         stop.set()
         thread.join()
