@@ -569,18 +569,29 @@ class Matcher:
         thresholds as ``vote``.
         """
         position = self._position.get(track)
-        if position is None or len(hits) == 0:
+        own = self.hits_of(hits, track)
+        if position is None or len(own) == 0:
             return None
-        lo, hi = int(self.index.starts[position]), int(self.index.starts[position + 1])
-        own = hits.take((hits.frame >= lo) & (hits.frame < hi))
-        if len(own) == 0:
-            return None
+        lo = int(self.index.starts[position])
         t0 = int(query_t.min())
         offset = lo + ref_s * FRAME_RATE
         found = self._refine(
             own, (own.t - t0).astype(np.float64), own.frame.astype(np.float64), speed, offset, position, t0, np.unique(query_t)
         )
         return None if found is None else found[0]
+
+    def track_seconds(self, track: str) -> float:
+        """Length of a recording in the index (KeyError if it is not there)."""
+        position = self._position[track]
+        return float(self.index.starts[position + 1] - self.index.starts[position]) / FRAME_RATE
+
+    def hits_of(self, hits: Hits, track: str) -> Hits:
+        """The hits on one recording (none for a recording not in the index)."""
+        position = self._position.get(track)
+        if position is None:
+            return hits.take(slice(0, 0))
+        lo, hi = int(self.index.starts[position]), int(self.index.starts[position + 1])
+        return hits.take((hits.frame >= lo) & (hits.frame < hi))
 
     def match(self, landmarks: Landmarks, max_matches: int = 5) -> list[Match]:
         """Recordings found in one query's landmarks; [] when none is convincing.

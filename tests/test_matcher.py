@@ -424,3 +424,17 @@ def test_verify_confirms_the_true_alignment_and_refuses_others(matcher: Matcher,
     assert matcher.verify(hits, query.t, track, ref_at_first_anchor + 7.0, best.speed) is None
     assert matcher.verify(hits, query.t, TRACK_IDS[4], ref_at_first_anchor, best.speed) is None
     assert matcher.verify(hits, query.t, "not in the index", ref_at_first_anchor, best.speed) is None
+
+
+def test_hits_of_keeps_one_recording_and_track_seconds_is_its_length(matcher: Matcher, references: dict[str, np.ndarray]) -> None:
+    track = TRACK_IDS[3]
+    hits = matcher.lookup(extract(as_query(cut(references[track], 12.0, 10.0)), QUERY))
+    own = matcher.hits_of(hits, track)
+    numbers = np.searchsorted(matcher.index.starts, hits.frame, side="right") - 1
+    assert len(own) == int(np.sum(numbers == TRACK_IDS.index(track))) > 0
+    assert np.all(np.searchsorted(matcher.index.starts, own.frame, side="right") - 1 == TRACK_IDS.index(track))
+    assert len(matcher.hits_of(hits, "not in the index")) == 0
+    frames = n_frames_for(references[track].shape[0])
+    assert matcher.track_seconds(track) == pytest.approx(frames / params.FRAME_RATE)
+    with pytest.raises(KeyError):
+        matcher.track_seconds("not in the index")
