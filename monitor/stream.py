@@ -49,10 +49,21 @@ from fingerprint.matcher import Hits, Match, Matcher
 from fingerprint.params import FRAME_RATE, SAMPLE_RATE
 from fingerprint.resample import StreamingResampler
 from monitor.chunks import Chunk
-from monitor.tracker import Evidence, PlayEvent, PlayTracker
+from monitor.tracker import Evidence, Play, PlayEvent, PlayTracker
 
 WINDOW_S = 5.0
 STEP_S = 1.0  # least new final audio between two decisions
+KEEP_S = 60.0  # hits on recordings in play kept this long, to weigh a play's timeline against a rival
+# A rival timeline takes over a play when the audio before it fits the rival
+# at least this many times as well as the play's own timeline: if the play's
+# timeline still fits the newest window, by far (the play is on the other
+# occurrence of a repeated passage, found first); if not, as well (a loop the
+# play locked onto has run out; a play that really moved, the DJ jumping or
+# the recording starting again, has no support on the rival's timeline
+# before the move). Music that repeats itself all through supports many
+# timelines about equally: these margins keep the play where it is.
+REALIGN_WHILE_SUPPORTED = 1.5
+REALIGN_WHEN_LOST = 1.0
 MAX_SEQUENCE_JUMP = 1_000_000  # chunks; more is corruption, not a capture gap
 
 
@@ -104,6 +115,9 @@ class StreamProcessor:
         self._hits_of: Matcher | None = None
         self._decided = 0  # end frame of the last window decided
         self._settled = 0  # frames final at that decision: the vote after it starts no later
+        self._kept: dict[str, Hits] = {}  # the last KEEP_S of hits on each recording in play
+        self._kept_of: Matcher | None = None
+        self._anchors = np.empty(0, np.int64)  # distinct anchor frames of the last KEEP_S
         self._restored_end_s = 0.0
         self.segments = 0
 
@@ -200,6 +214,8 @@ class StreamProcessor:
         self._hits = Hits.concat([])
         self._decided = 0
         self._settled = 0
+        self._kept = {}
+        self._anchors = np.empty(0, np.int64)
 
     def _add(self, fresh: Landmarks) -> None:
         """Keep new landmarks, looked up in the current index (all of the window again if the index changed)."""
@@ -207,11 +223,29 @@ class StreamProcessor:
             return
         matcher = self._matcher()
         self._recent = Landmarks.concat([self._recent, fresh])
+        self._anchors = np.concatenate([self._anchors, np.unique(fresh.t)])
         if matcher is self._hits_of:
-            self._hits = Hits.concat([self._hits, matcher.lookup(fresh)])
+            hits = matcher.lookup(fresh)
+            self._hits = Hits.concat([self._hits, hits])
+            if matcher is self._kept_of:
+                self._kept = {track: Hits.concat([kept, matcher.hits_of(hits, track)]) for track, kept in self._kept.items()}
         else:
             self._hits = matcher.lookup(self._recent)
             self._hits_of = matcher
+
+    def _keep(self, matcher: Matcher) -> None:
+        """Keep the hits on the recordings in play (a recording new to play starts with its window's)."""
+        if matcher is not self._kept_of:
+            self._kept, self._kept_of = {}, matcher  # frames of another index
+        horizon = self._settled - int(KEEP_S * FRAME_RATE)
+        kept = {}
+        for track in {p.track for p in self.tracker.plays}:
+            hits = self._kept.get(track)
+            if hits is None:
+                hits = matcher.hits_of(self._hits, track)
+            kept[track] = hits.take(hits.t >= horizon)
+        self._kept = kept
+        self._anchors = self._anchors[self._anchors >= horizon]
 
     def _decide(self, end_frame: int, settled: int | None = None, tail: Landmarks | None = None) -> list[PlayEvent]:
         """Vote on the hits of the landmarks anchored in [end_frame - window, end_frame).
@@ -239,24 +273,14 @@ class StreamProcessor:
             recent, hits = Landmarks.concat([recent, tail]), Hits.concat([hits, matcher.lookup(tail)])
         in_window = recent.t < end_frame
         if not in_window.any():
-            return self.tracker.observe(self._origin_s + end_frame / FRAME_RATE, [])
+            events = self.tracker.observe(self._origin_s + end_frame / FRAME_RATE, [])
+            self._keep(matcher)
+            return events
         hits, query_t = hits.take(hits.t < end_frame), recent.t[in_window]
         matches = self._keep_timelines(matcher, hits, query_t, matcher.vote(hits, query_t))
-        origin = self._origin_s
-        evidence = [
-            Evidence(
-                track=m.track,
-                start=origin + m.query_start,
-                end=origin + m.query_end,
-                ref_start=m.ref_start,
-                ref_end=m.ref_end,
-                speed=m.speed,
-                score=m.score,
-                count=m.count,
-            )
-            for m in matches
-        ]
-        return self.tracker.observe(origin + end_frame / FRAME_RATE, evidence)
+        events = self.tracker.observe(self._origin_s + end_frame / FRAME_RATE, [self._evidence(m) for m in matches])
+        self._keep(matcher)
+        return events
 
     def _keep_timelines(self, matcher: Matcher, hits: Hits, query_t: np.ndarray, matches: list[Match]) -> list[Match]:
         """Prefer, for each play in progress, the window's match on the play's own timeline.
@@ -266,6 +290,10 @@ class StreamProcessor:
         the play's predicted alignment, that is the evidence (otherwise the
         tracker would split one play in two). A jump or a restart leaves no
         support at the predicted alignment, and the vote's match stands.
+        The play's own timeline can be the wrong one, though: found first on
+        the other occurrence of a repeated passage. So a rival match is
+        weighed against the play on the kept audio before it (``_fits_better``),
+        and a rival that fits it better takes the play over (``realign``).
         """
         t0_s = self._origin_s + int(query_t.min()) / FRAME_RATE
         tolerance = self.tracker.ref_tolerance_s
@@ -274,11 +302,56 @@ class StreamProcessor:
                 continue  # a candidate timeline (the tracker's) has to win the vote on its own
             ref_s = play.expected_ref(t0_s)
             on_line = matcher.verify(hits, query_t, play.track, ref_s, play.speed)
+            agrees = lambda m: abs(m.ref_start - (ref_s + play.speed * (m.query_start - (t0_s - self._origin_s)))) <= tolerance  # noqa: E731
+            rivals = [m for m in matches if m.track == play.track and not agrees(m)]
+            if rivals and self._fits_better(matcher, play, rivals[0], on_line is not None):
+                self.tracker.realign(play, self._evidence(rivals[0]))
+                continue
             if on_line is None:
                 continue
-            agrees = lambda m: abs(m.ref_start - (ref_s + play.speed * (m.query_start - (t0_s - self._origin_s)))) <= tolerance  # noqa: E731
             others = [m for m in matches if m.track != play.track or agrees(m)]
             if not any(m.track == play.track for m in others):
                 others.append(on_line)
             matches = others
         return matches
+
+    def _fits_better(self, matcher: Matcher, play: Play, rival: Match, supported: bool) -> bool:
+        """Whether the kept audio of ``play`` before ``rival`` fits the rival's timeline better (see REALIGN_*)."""
+        kept = self._kept.get(play.track)
+        if kept is None or matcher is not self._kept_of:
+            return False
+
+        def line(at_s: float) -> float:  # the rival's recording time at segment time ``at_s``
+            return rival.ref_start + rival.speed * (at_s - rival.query_start)
+
+        tolerance = self.tracker.ref_tolerance_s
+        started = play.started_at - self._origin_s
+        if line(started) < -tolerance or line(play.last_seen - self._origin_s) > matcher.track_seconds(play.track) + tolerance:
+            return False  # the play would have begun outside the recording
+        hi = rival.query_start * FRAME_RATE
+        lo = started * FRAME_RATE
+        anchors = self._anchors[(self._anchors >= lo) & (self._anchors < hi)]
+        before = kept.take((kept.t >= lo) & (kept.t < hi))
+        if not len(anchors) or not len(before):
+            return False
+        t0 = int(anchors[0]) / FRAME_RATE
+        on_rival = matcher.verify(before, anchors, play.track, line(t0), rival.speed)
+        if on_rival is None:
+            return False
+        on_play = matcher.verify(before, anchors, play.track, play.expected_ref(self._origin_s + t0), play.speed)
+        factor = REALIGN_WHILE_SUPPORTED if supported else REALIGN_WHEN_LOST
+        return on_play is None or on_rival.count >= factor * on_play.count
+
+    def _evidence(self, m: Match) -> Evidence:
+        """A window's match in stream time."""
+        origin = self._origin_s
+        return Evidence(
+            track=m.track,
+            start=origin + m.query_start,
+            end=origin + m.query_end,
+            ref_start=m.ref_start,
+            ref_end=m.ref_end,
+            speed=m.speed,
+            score=m.score,
+            count=m.count,
+        )

@@ -22,6 +22,10 @@ tracker turns that into plays:
   it supersedes had less than ``CORRECTION_S`` of evidence, that play was a
   wrong first alignment (typically found under talk-over), so it takes the
   new timeline and stays one play under its first ``event_id``;
+- a longer play locked onto the other occurrence of a passage its recording
+  repeats (a loop, a copied chorus) is moved onto its true timeline by
+  ``realign``, which the stream processor calls when the audio heard so far
+  fits that timeline better: the tracker holds no audio to judge it;
 - a play ends when no evidence has extended it for ``max_gap_s`` of stream
   time (evidence stopped: the station moved on, or switched stream), and
   ``play.ended`` carries the final figures: stream start and end, the
@@ -157,6 +161,21 @@ class PlayTracker:
         events = [PlayEvent(ENDED, p) for p in self._plays if p.announced]
         self._plays = []
         return events
+
+    def realign(self, play: Play, e: Evidence) -> None:
+        """Move announced ``play`` onto the timeline of ``e``; it stays one play, under its ``event_id``.
+
+        Its reference range is recomputed on the new timeline. Evidence is
+        not added: ``e`` goes to ``observe`` as usual, and now extends the play.
+        """
+        if not play.announced or play.track != e.track:
+            raise ValueError("realign moves an announced play onto evidence of its own recording")
+
+        def line(at: float) -> float:
+            return e.ref_start + e.speed * (at - e.start)
+
+        moved = replace(play, ref_start=line(play.started_at), ref_end=line(play.last_seen), speed=e.speed)
+        self._plays[self._plays.index(play)] = moved
 
     def _observe_track(self, track: str, found: list[Evidence]) -> list[PlayEvent]:
         current = [p for p in self._plays if p.track == track]

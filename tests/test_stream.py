@@ -210,3 +210,50 @@ def test_a_looped_section_is_one_play_not_one_per_repetition() -> None:
     assert [(e.kind, e.play.track) for e in events] == [(STARTED, "loop"), (ENDED, "loop")]
     ((start, end, ref),) = plays(events).values()
     assert start == pytest.approx(5.0, abs=2.0) and end == pytest.approx(57.0, abs=2.0) and ref == pytest.approx(0.0, abs=2.0)
+
+
+def _one_recording(song: np.ndarray) -> Matcher:
+    builder = IndexBuilder()
+    for name, x16 in (("song", song), ("other", music(60.0, 42, sr=RATE))):
+        r = StreamingResampler(RATE)
+        x8 = np.concatenate((r.feed(x16), r.flush()))
+        builder.add(name, extract(x8), n_frames_for(x8.shape[0]))
+    return Matcher(builder.freeze())
+
+
+def _heard(matcher: Matcher, played: np.ndarray) -> list[PlayEvent]:
+    """``played`` between 5 s and 25 s of noise, in 2 s chunks: the events."""
+    rng = np.random.default_rng(8)
+    x = np.concatenate((0.05 * rng.standard_normal(5 * RATE), played, 0.05 * rng.standard_normal(25 * RATE)))
+    proc = StreamProcessor("fm", lambda: matcher)
+    return [e for c in chunks(x.astype(np.float32), [2 * RATE]) for e in proc.feed(c).events] + proc.close()
+
+
+def test_a_play_found_on_a_repeated_passage_s_other_occurrence_moves_to_its_true_timeline() -> None:
+    """A passage the recording has twice, heard at its second occurrence, is found first at its first; when
+    the music parts from it, the play moves onto the true timeline: one play, one event_id, the true reference range."""
+    passage = music(20.0, 36, sr=RATE)
+    parts = (music(10.0, 35, sr=RATE), passage, music(10.0, 37, sr=RATE), passage, music(14.0, 38, sr=RATE))
+    song = np.concatenate(parts)  # the passage at 10 s and at 40 s
+    events = _heard(_one_recording(song), song[40 * RATE :])
+    assert [(e.kind, e.play.track) for e in events] == [(STARTED, "song"), (ENDED, "song")]
+    started, ended = events
+    assert started.play.ref_start == pytest.approx(10.0, abs=2.0)  # the first occurrence: where the fix is needed
+    assert ended.event_id == started.event_id
+    assert ended.play.started_at - T0_NS / 1e9 == pytest.approx(5.0, abs=2.0)
+    assert ended.play.last_seen - T0_NS / 1e9 == pytest.approx(39.0, abs=2.0)
+    assert ended.play.ref_start == pytest.approx(40.0, abs=2.0) and ended.play.ref_end == pytest.approx(74.0, abs=2.0)
+
+
+@pytest.mark.parametrize("jump", ["back_to_back", "ahead"])
+def test_a_play_that_moves_within_its_recording_is_two_plays(jump: str) -> None:
+    """Played to the end and again from the top, or the DJ jumping 20 s ahead: the audio before the move
+    does not fit the new timeline, so the play is not moved onto it."""
+    song = music(60.0, 39, sr=RATE)
+    if jump == "back_to_back":
+        played, refs = np.concatenate((song, song)), [0.0, 0.0]
+    else:
+        played, refs = np.concatenate((song[: 25 * RATE], song[45 * RATE :], music(20.0, 40, sr=RATE))), [0.0, 45.0]
+    events = [e for e in _heard(_one_recording(song), played) if e.play.track == "song"]
+    assert [e.kind for e in events] == [STARTED, ENDED, STARTED, ENDED]
+    assert [e.play.ref_start for e in events if e.kind == ENDED] == pytest.approx(refs, abs=2.0)

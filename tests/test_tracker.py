@@ -239,3 +239,28 @@ def test_bad_settings_are_refused() -> None:
         PlayTracker("fm", max_gap_s=0)
     with pytest.raises(ValueError):
         PlayTracker("fm", min_windows=0)
+
+
+def test_realign_moves_a_play_onto_another_timeline_under_its_event_id() -> None:
+    """The stream processor found the play on a repeated passage's other occurrence; realigned, it is one play on the true timeline."""
+    tracker = PlayTracker("fm")
+    events = run(tracker, windows("a", T0, T0 + 40, ref0=100.0))
+    (play,) = tracker.plays
+    true = Evidence("a", T0 + 40, T0 + 45, 80.0, 85.0, 1.0, 0.4, 30)
+    tracker.realign(play, true)
+    events += tracker.observe(T0 + 45, [true]) + tracker.close()
+    assert summary(events) == [(STARTED, "a", 0.0, 10.0), (ENDED, "a", 0.0, 45.0)]
+    assert events[0].event_id == events[1].event_id
+    assert (events[1].play.ref_start, events[1].play.ref_end) == pytest.approx((40.0, 85.0))
+
+
+def test_realign_refuses_a_candidate_or_another_recording() -> None:
+    tracker = PlayTracker("fm", min_windows=2)
+    tracker.observe(T0 + 10, [Evidence("a", T0, T0 + 10, 0.0, 10.0, 1.0, 0.4, 40)])
+    (candidate,) = tracker.plays
+    with pytest.raises(ValueError, match="announced"):
+        tracker.realign(candidate, Evidence("a", T0, T0 + 10, 50.0, 60.0, 1.0, 0.4, 40))
+    tracker.observe(T0 + 15, [Evidence("a", T0 + 5, T0 + 15, 5.0, 15.0, 1.0, 0.4, 40)])
+    (play,) = tracker.plays
+    with pytest.raises(ValueError, match="own recording"):
+        tracker.realign(play, Evidence("b", T0 + 5, T0 + 15, 5.0, 15.0, 1.0, 0.4, 40))
