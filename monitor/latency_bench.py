@@ -22,6 +22,14 @@ holding nothing from the catalogue (``monitor.simulate.compose_unknown``:
 songs and jingles not in it, talked over as plays are), every one of them a
 false accusation. ``--min-aligned`` sets the matcher's evidence threshold
 (aligned anchors per window) to weigh latency against false plays.
+
+``--evidence`` adds what the fingerprint itself allows, whatever the
+decision rule: for each scored play, the stream time from its true start
+until a window of ``WINDOW_S`` holds k anchors aligned on the play's true
+timeline (known from the ground truth; the broadcast's final live
+landmarks looked up in the index), and the aligned anchors per second over
+a play's first seconds. No voting can announce a play before it has its
+evidence, so this bounds the latency at each threshold from below.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -37,7 +45,10 @@ import numpy as np
 import psycopg
 from tqdm import tqdm
 
-from fingerprint.matcher import MIN_ALIGNED, Matcher
+from fingerprint.landmarks import LIVE, extract
+from fingerprint.matcher import MIN_ALIGNED, Hits, Matcher
+from fingerprint.params import FRAME_RATE, SAMPLE_RATE
+from fingerprint.resample import StreamingResampler
 from monitor.bench import (
     FILE_RATE,
     Detection,
@@ -52,13 +63,16 @@ from monitor.chunks import Chunk
 from monitor.rights.bench import _machine
 from monitor.rights.snapshot import load_snapshot
 from monitor.settings import Settings
-from monitor.simulate import compose, compose_unknown
-from monitor.stream import StreamProcessor
+from monitor.simulate import TruthPlay, compose, compose_unknown
+from monitor.stream import WINDOW_S, StreamProcessor
 from monitor.tracker import STARTED
 
 ORIGIN_NS = 1_780_000_000 * 10**9
 SCORE_MARGIN_S = 30.0  # plays starting this close to a broadcast's end are not scored (as in monitor.bench)
 UNKNOWN_STREAM_MINUTES = 30.0  # the non-catalogue hours are cut into streams this long
+EVIDENCE_THRESHOLDS = (6, 8, 10, 14)  # aligned anchors per window, for --evidence
+EVIDENCE_SECONDS = 12  # the first seconds of a play whose aligned anchors --evidence counts
+ALIGNED_FRAMES = 2.0  # a hit within this many frames of the true timeline is aligned
 
 
 def _iso(seconds: float) -> str:
@@ -86,6 +100,63 @@ def run_stream(matcher: Matcher, stream: Stream, chunk_s: float, phase: float) -
     return events, cpu
 
 
+@dataclass(frozen=True)
+class Onset:
+    """What the fingerprint holds of one play's first seconds (see ``--evidence``)."""
+
+    talk_over: bool
+    reached: tuple[float, ...]  # seconds from the true start until each EVIDENCE_THRESHOLDS is reached (inf: never)
+    per_second: np.ndarray  # aligned anchors in each of the first EVIDENCE_SECONDS seconds
+
+
+def evidence_onsets(matcher: Matcher, stream: Stream, ids: dict[str, int], until_s: float) -> list[Onset]:
+    """Evidence on each scored play's true timeline, from the broadcast's final live landmarks."""
+    resampler = StreamingResampler(FILE_RATE, SAMPLE_RATE)
+    audio = stream.audio.astype(np.float32) / 32768.0
+    hits = matcher.lookup(extract(np.concatenate([resampler.feed(audio), resampler.flush()]), LIVE))
+    out = []
+    for play in stream.truth:
+        if play.stream_start > until_s - SCORE_MARGIN_S:
+            continue
+        out.append(_onset(matcher, hits, play, str(ids[str(play.recording)])))
+    return out
+
+
+def _onset(matcher: Matcher, hits: Hits, play: TruthPlay, track: str) -> Onset:
+    own = matcher.hits_of(hits, track)
+    first = int(matcher.index.starts[matcher.index.track_number(track)])
+    expected = play.ref_start * FRAME_RATE + play.speed * (own.t - play.stream_start * FRAME_RATE)
+    aligned = np.abs(own.frame.astype(np.float64) - first - expected) <= ALIGNED_FRAMES
+    times = np.unique(own.t[aligned]) / FRAME_RATE - play.stream_start
+    times = times[times >= 0.0]
+    reached = []
+    for k in EVIDENCE_THRESHOLDS:
+        spans = times[k - 1 :] - times[: times.shape[0] - k + 1] if times.shape[0] >= k else np.empty(0)
+        ok = np.flatnonzero(spans <= WINDOW_S)
+        reached.append(float(times[ok[0] + k - 1]) if ok.size else float("inf"))
+    per_second = np.histogram(times, bins=np.arange(EVIDENCE_SECONDS + 1))[0]
+    return Onset(play.talk_over, tuple(reached), per_second)
+
+
+def evidence_report(onsets: list[Onset]) -> str:
+    lines = [
+        f"What the fingerprint holds (`--evidence`, {len(onsets)} plays, each once): stream time from the true start"
+        f" until a {WINDOW_S:g} s window holds k anchors aligned on the play's true timeline, p50 / p95 (inf: never).",
+        "",
+        "| k | all | no talk-over | with talk-over |",
+        "|---:|---:|---:|---:|",
+    ]
+    for n, k in enumerate(EVIDENCE_THRESHOLDS):
+        groups = [[o.reached[n] for o in onsets if talk is None or o.talk_over == talk] for talk in (None, False, True)]
+        lines.append(f"| {k} | " + " | ".join(_percentiles(g) for g in groups) + " |")
+    lines += ["", f"Aligned anchors per second over the first {EVIDENCE_SECONDS} s (mean):", ""]
+    for label, talk in (("no talk-over", False), ("with talk-over", True)):
+        rows = [o.per_second for o in onsets if o.talk_over == talk]
+        if rows:
+            lines.append(f"- {label}: " + " ".join(f"{x:.1f}" for x in np.mean(rows, axis=0)))
+    return "\n".join(lines + [""])
+
+
 def _percentiles(values: list[float]) -> str:
     if not values:
         return "-"
@@ -100,7 +171,7 @@ def report(args: argparse.Namespace, rows: list[tuple[float, Detection, float, i
         "",
         f"Command: `python -m monitor.latency_bench --tracks {args.tracks} --broadcasts {args.broadcasts}"
         f" --minutes {args.minutes:g} --phases {args.phases} --chunk-seconds {args.chunk_seconds}"
-        f" --unknown-hours {args.unknown_hours:g} --min-aligned {args.min_aligned}`",
+        f" --unknown-hours {args.unknown_hours:g} --min-aligned {args.min_aligned}{' --evidence' if args.evidence else ''}`",
         "",
         f"Catalogue: {tracks} recordings, {hours:.1f} h. {args.broadcasts} broadcasts of {args.minutes:g} min at"
         f" {args.phases} chunk phase(s): {plays} scored plays per chunk length. Latency in seconds of stream time,"
@@ -130,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-seconds", default="5,2,1", help="chunk lengths to compare (default 5,2,1)")
     parser.add_argument("--unknown-hours", type=float, default=0.0, help="hours of non-catalogue broadcast to count false plays on (default 0)")
     parser.add_argument("--min-aligned", type=int, default=MIN_ALIGNED, help=f"aligned anchors a window needs (default {MIN_ALIGNED})")
+    parser.add_argument("--evidence", action="store_true", help="also report the evidence the fingerprint holds at play starts")
     args = parser.parse_args(argv)
     lengths = [float(x) for x in args.chunk_seconds.split(",")]
     if args.broadcasts < 1 or args.phases < 1 or args.minutes * 60 <= SCORE_MARGIN_S or min(lengths) <= 0:
@@ -175,7 +247,11 @@ def main(argv: list[str] | None = None) -> int:
             false_unknown += len(found)
         rows.append((chunk_s, detection, cpu / (len(runs) * args.minutes * 60), false_unknown))
     plays = rows[0][1].found + rows[0][1].missed
-    publish(report(args, rows, hours, len(ids), plays), args.record)
+    text = report(args, rows, hours, len(ids), plays)
+    if args.evidence:
+        onsets = [o for s in tqdm(streams, unit="broadcast", desc="evidence", file=sys.stderr) for o in evidence_onsets(matcher, s, ids, args.minutes * 60)]
+        text += "\n" + evidence_report(onsets)
+    publish(text, args.record)
     return 0
 
 

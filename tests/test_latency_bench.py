@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from fingerprint.matcher import Matcher
 from fingerprint.params import SAMPLE_RATE
 from fingerprint.spectrum import n_frames_for
 from monitor.bench import FILE_RATE, Stream, score_detections
-from monitor.latency_bench import ORIGIN_NS, run_stream
+from monitor.latency_bench import EVIDENCE_SECONDS, EVIDENCE_THRESHOLDS, ORIGIN_NS, evidence_onsets, evidence_report, run_stream
 from monitor.simulate import compose, compose_unknown
 
 
@@ -52,3 +53,20 @@ def test_a_broadcast_of_nothing_in_the_catalogue_gives_no_play(bench) -> None:
     pcm = np.round(audio * 32767.0).astype(np.int16)
     events, _ = run_stream(matcher, Stream("unknown-1", pcm, [], ORIGIN_NS, 0.0, level=0), 5.0, 0.0)
     assert events == []
+
+
+def test_evidence_bounds_the_latency_from_below(bench) -> None:
+    """The fingerprint's evidence on each true timeline: thresholds reached in order, and never after the play was announced."""
+    matcher, ids, stream = bench
+    onsets = evidence_onsets(matcher, stream, ids, 3 * 60.0)
+    assert len(onsets) == sum(p.stream_start <= 150.0 for p in stream.truth)
+    for onset in onsets:
+        assert list(onset.reached) == sorted(onset.reached) and 0.0 <= onset.reached[0] < 30.0
+        assert onset.per_second.shape == (EVIDENCE_SECONDS,) and onset.per_second.sum() > 0
+    events, _ = run_stream(matcher, stream, 1.0, 0.0)
+    (d,) = score_detections([stream], events, ids, ORIGIN_NS + round(3 * 60e9)).values()
+    at_threshold = sorted(o.reached[EVIDENCE_THRESHOLDS.index(matcher.min_aligned)] for o in onsets)
+    assert np.median(at_threshold) <= np.median(d.latencies)
+    assert evidence_onsets(matcher, replace(stream, truth=[]), ids, 3 * 60.0) == []
+    text = evidence_report(onsets)
+    assert text.count("\n| ") == len(EVIDENCE_THRESHOLDS) + 1 and "no talk-over" in text
