@@ -327,7 +327,7 @@ class StreamProcessor:
         tolerance = self.tracker.ref_tolerance_s
         started = play.started_at - self._origin_s
         if line(started) < -tolerance or line(play.last_seen - self._origin_s) > matcher.track_seconds(play.track) + tolerance:
-            return False  # the play would have begun outside the recording
+            return False  # the play would lie outside the recording
         hi = rival.query_start * FRAME_RATE
         lo = started * FRAME_RATE
         anchors = self._anchors[(self._anchors >= lo) & (self._anchors < hi)]
