@@ -178,9 +178,7 @@ class _Composer:
         audio = _level(audio)
         talk = self.rng.random() < TALK_OVER_PROBABILITY
         if talk:
-            intro = min(audio.shape[0] // 2, round(self._seconds(TALK_OVER_S) * self.rate))
-            voice = speech_like(intro / self.rate, self.rng, self.rate)
-            audio[:intro] = degrade.talk_over(audio[:intro], voice, self.rate, TALK_OVER_SNR_DB)
+            self._talk_over(audio)
         play = TruthPlay(str(path), 0.0, audio.shape[0] / self.rate, a / self.rate, b / self.rate, factor, talk)
         return _Item(self._finish(audio), True, play)
 
@@ -196,10 +194,14 @@ class _Composer:
         audio = music(seconds, NON_CATALOGUE_SEED_BASE + int(self.rng.integers(1 << 30)), self.rate)
         if talk_over and self.rng.random() < TALK_OVER_PROBABILITY:
             audio = _level(audio)
-            intro = min(audio.shape[0] // 2, round(self._seconds(TALK_OVER_S) * self.rate))
-            voice = speech_like(intro / self.rate, self.rng, self.rate)
-            audio[:intro] = degrade.talk_over(audio[:intro], voice, self.rate, TALK_OVER_SNR_DB)
+            self._talk_over(audio)
         return _Item(self._finish(audio), True)
+
+    def _talk_over(self, audio: np.ndarray) -> None:
+        """A presenter over the first 5-12 s (at most half) of ``audio``, levelled, in place."""
+        intro = min(audio.shape[0] // 2, round(self._seconds(TALK_OVER_S) * self.rate))
+        voice = speech_like(intro / self.rate, self.rng, self.rate)
+        audio[:intro] = degrade.talk_over(audio[:intro], voice, self.rate, TALK_OVER_SNR_DB)
 
     def nothing_known(self, first: bool) -> _Item:
         """A song not in the catalogue (talked over as often as a play) or a jingle or link."""
