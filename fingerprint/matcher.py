@@ -13,6 +13,10 @@ aligned, speed-consistent hits gives the speed, and the aligned triplets
 
 Lookup and voting are separate steps (``lookup`` then ``vote``) so that a
 live stream can look up each landmark once and vote over a sliding window.
+Keys with many postings are left out of both; given the window's landmarks,
+``vote`` looks them up for its best candidates short of the threshold, in
+each candidate's own recording only (``lookup_within``), and confirms a
+candidate that aligns well enough on all keys together.
 """
 
 from __future__ import annotations
@@ -59,6 +63,15 @@ MERGE_TOLERANCE_S = 1.5  # window matches of one occurrence agree on the alignme
 DISTINCT_OFFSET_S = 1.0  # vote bins of one track closer than this in offset
 DISTINCT_SPEED = 0.015  # and in speed are one candidate
 MIN_FIT_SPAN_S = 3.0  # query seconds of aligned hits needed to fit the speed rather than take the hypothesis's
+# Confirmation on common keys (``vote`` given the window's landmarks): a
+# candidate with at least CONFIRM_MIN_RARE aligned anchors on the keys the
+# vote uses, but fewer than the threshold, is looked up on the common keys
+# too, within its own recording only, and is a match when at least
+# CONFIRM_MIN_ALIGNED anchors align on all keys together. The best
+# CONFIRM_CANDIDATES such candidates of a window are checked.
+CONFIRM_MIN_RARE = 4
+CONFIRM_MIN_ALIGNED = 20
+CONFIRM_CANDIDATES = 4
 
 
 class LookupConfig(NamedTuple):
@@ -169,6 +182,70 @@ def _lookup(
         ranges[k, 0] = lo
         ranges[k, 1] = hi
         total += hi - lo
+    return _gather(ranges, visit, total, owner, query_dt3, query_lf1, records, cfg)
+
+
+@numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _lookup_within(
+    keys: np.ndarray,
+    owner: np.ndarray,
+    query_dt3: np.ndarray,
+    query_lf1: np.ndarray,
+    directory: np.ndarray,
+    records: np.ndarray,
+    max_postings: int,
+    lo: int,
+    hi: int,
+    cfg: "LookupConfig",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What ``_lookup`` skips, on one recording: the postings in global frames [lo, hi) of the keys with more than ``max_postings``.
+
+    A key's records are sorted by frame, so two binary searches find its
+    postings in the range however common the key is. Hits come out in key
+    order, as ``_lookup``'s columns.
+    """
+    n = keys.shape[0]
+    ranges = np.empty((n, 2), np.int64)
+    total = 0
+    for k in range(n):
+        a = np.int64(directory[keys[k]])
+        b = np.int64(directory[keys[k] + 1])
+        if b - a <= max_postings:
+            ranges[k, 0] = ranges[k, 1] = a
+            continue
+        x, y = a, b
+        while x < y:  # first record at or after lo
+            mid = (x + y) >> 1
+            if np.int64(records[mid].frame) < lo:
+                x = mid + 1
+            else:
+                y = mid
+        first = x
+        y = b
+        while x < y:  # first record at or after hi
+            mid = (x + y) >> 1
+            if np.int64(records[mid].frame) < hi:
+                x = mid + 1
+            else:
+                y = mid
+        ranges[k, 0] = first
+        ranges[k, 1] = x
+        total += x - first
+    return _gather(ranges, np.arange(n), total, owner, query_dt3, query_lf1, records, cfg)
+
+
+@numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _gather(
+    ranges: np.ndarray,
+    visit: np.ndarray,
+    total: int,
+    owner: np.ndarray,
+    query_dt3: np.ndarray,
+    query_lf1: np.ndarray,
+    records: np.ndarray,
+    cfg: "LookupConfig",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The hit columns of the records ``ranges[k]`` of each key k, keys taken in ``visit`` order."""
     out_i = np.empty(total, np.int64)
     out_f = np.empty(total, np.uint32)
     out_s = np.empty(total, np.float32)
@@ -550,13 +627,41 @@ class Matcher:
         )
         return Hits(which + first_serial, landmarks.t[which], frame, log2_speed, speed_tol, transposition)
 
-    def vote(self, hits: Hits, query_t: np.ndarray, max_matches: int = 5) -> list[Match]:
+    def lookup_within(self, landmarks: Landmarks, track: str, probes: tuple[np.ndarray, np.ndarray] | None = None) -> Hits:
+        """The hits ``lookup`` leaves out (keys with more than ``max_postings``) on one recording.
+
+        ``probes``: ``probe_keys(landmarks)`` if already computed. Serials
+        number ``landmarks`` from 0.
+        """
+        keys, owner = probe_keys(landmarks) if probes is None else probes
+        position = self._position[track]
+        which, frame, log2_speed, speed_tol, transposition = _lookup_within(
+            keys,
+            owner,
+            np.ascontiguousarray(landmarks.dt3, dtype=np.float32),
+            np.ascontiguousarray(landmarks.lf1, dtype=np.float32),
+            self.index.directory,
+            self.index.records,
+            self.max_postings,
+            int(self.index.starts[position]),
+            int(self.index.starts[position + 1]),
+            LOOKUP_CONFIG,
+        )
+        return Hits(which, landmarks.t[which], frame, log2_speed, speed_tol, transposition)
+
+    def vote(
+        self, hits: Hits, query_t: np.ndarray, max_matches: int = 5, landmarks: Landmarks | None = None
+    ) -> list[Match]:
         """Matches supported by ``hits``, best first; ``query_t`` are the anchor frames of all query landmarks.
 
         Meant for one window of up to about WINDOW_S seconds: the decision
-        threshold is calibrated for that much audio.
+        threshold is calibrated for that much audio. Given the window's
+        ``landmarks`` (those ``hits`` were looked up for), candidates short
+        of the threshold are confirmed on the common keys of their own
+        recording (see CONFIRM_MIN_RARE): a play is found on less audio, at
+        the cost of a lookup per such candidate.
         """
-        return [match for match, _ in self._vote(hits, query_t)[:max_matches]]
+        return [match for match, _ in self._vote(hits, query_t, landmarks)[:max_matches]]
 
     def verify(self, hits: Hits, query_t: np.ndarray, track: str, ref_s: float, speed: float) -> Match | None:
         """The match of ``track`` on one given alignment, if ``hits`` support it; None otherwise.
@@ -610,7 +715,9 @@ class Matcher:
             return self.vote(hits, landmarks.t, max_matches)
         return self._match_windows(hits, np.unique(landmarks.t))
 
-    def _vote(self, hits: Hits, query_t: np.ndarray) -> list[tuple[Match, np.ndarray]]:
+    def _vote(
+        self, hits: Hits, query_t: np.ndarray, landmarks: Landmarks | None = None
+    ) -> list[tuple[Match, np.ndarray]]:
         if len(hits) == 0:
             return []
         t0 = int(query_t.min())
@@ -618,6 +725,8 @@ class Matcher:
         frame = hits.frame.astype(np.float64)
         order, offsets = _group_by_track(hits.frame, self.index.starts, self._blocks)
         min_votes = max(3, self.min_aligned // 2)
+        if landmarks is not None:
+            min_votes = min(min_votes, max(3, CONFIRM_MIN_RARE))
         keep = _reachable_tracks(frame, rel_t, order, offsets, self.index.starts, SPEED_STEP_OCT, SPEED_STEPS, min_votes)
         keys, votes, tracks = _track_vote_bins(
             hits.log2_speed, hits.speed_tol, frame, rel_t, order, offsets, SPEED_STEP_OCT, SPEED_STEPS, min_votes, keep
@@ -627,6 +736,7 @@ class Matcher:
         t_sorted = np.unique(query_t)
         best: dict[int, tuple[Match, np.ndarray]] = {}
         refined: dict[int, list[tuple[float, float]]] = {}
+        short: list[tuple[int, int, float, float]] = []  # (aligned anchors, track, slope, intercept) below the threshold
         for j in np.argsort(-votes, kind="stable")[:MAX_CANDIDATES]:
             speed = float(np.exp2(((keys[j] >> 36) - SPEED_STEPS) * SPEED_STEP_OCT))
             offset = float((keys[j] & ((1 << 36) - 1)) - (1 << 35))
@@ -642,10 +752,52 @@ class Matcher:
                 continue
             done.append((offset, speed))
             own = order[offsets[track] : offsets[track + 1]]
-            found = self._refine(hits.take(own), rel_t[own], frame[own], speed, offset, track, t0, t_sorted)
+            line = self._fit(hits.take(own), rel_t[own], frame[own], speed, offset, track)
+            if line is None:
+                continue
+            slope, intercept, aligned = line
+            found = self._accept(hits.take(own), rel_t[own], slope, intercept, aligned, track, t0, t_sorted)
             if found is not None and (track not in best or found[0].count > best[track][0].count):
                 best[track] = found
+            elif found is None:
+                short.append((int(np.unique(hits.t[own[aligned]]).shape[0]), track, slope, intercept))
+        if landmarks is not None:
+            self._confirm(hits, landmarks, short, best, t0, t_sorted)
         return sorted(best.values(), key=lambda f: (-f[0].count, f[0].track))
+
+    def _confirm(
+        self,
+        hits: Hits,
+        landmarks: Landmarks,
+        short: list[tuple[int, int, float, float]],
+        best: dict[int, tuple[Match, np.ndarray]],
+        t0: int,
+        t_sorted: np.ndarray,
+    ) -> None:
+        """Add to ``best`` the candidates in ``short`` that the common keys of their recording confirm."""
+        probes = None
+        checked = 0
+        for rare, track, slope, intercept in sorted(short, key=lambda c: (-c[0], c[1])):
+            if rare < CONFIRM_MIN_RARE or checked == CONFIRM_CANDIDATES:
+                break
+            if track in best:
+                continue
+            checked += 1
+            if probes is None:
+                probes = probe_keys(landmarks)
+            lo, hi = int(self.index.starts[track]), int(self.index.starts[track + 1])
+            own = hits.take((hits.frame >= lo) & (hits.frame < hi))
+            both = Hits.concat([own, self.lookup_within(landmarks, self.index.track_ids[track], probes)])
+            rel_t = (both.t - t0).astype(np.float64)
+            line = self._fit(both, rel_t, both.frame.astype(np.float64), slope, intercept, track)
+            if line is None:
+                continue
+            slope2, intercept2, aligned = line
+            if np.unique(both.t[aligned[aligned < len(own)]]).shape[0] < CONFIRM_MIN_RARE:
+                continue
+            found = self._accept(both, rel_t, slope2, intercept2, aligned, track, t0, t_sorted, CONFIRM_MIN_ALIGNED)
+            if found is not None:
+                best[track] = found
 
     def _match_windows(self, hits: Hits, anchors: np.ndarray) -> list[Match]:
         """Windowed matching of a long query (``anchors``: its distinct anchor frames, sorted)."""
@@ -675,6 +827,15 @@ class Matcher:
         t_sorted: np.ndarray,
     ) -> tuple[Match, np.ndarray] | None:
         """The match a vote bin leads to, and its aligned anchor frames; None if it is not convincing."""
+        line = self._fit(hits, rel_t, frame, speed, offset, track)
+        if line is None:
+            return None
+        return self._accept(hits, rel_t, *line, track, t0, t_sorted)
+
+    def _fit(
+        self, hits: Hits, rel_t: np.ndarray, frame: np.ndarray, speed: float, offset: float, track: int
+    ) -> tuple[float, float, np.ndarray] | None:
+        """The line (slope, intercept) a vote bin leads to and the hits on it; None for an implausible distortion."""
         lo, hi = int(self.index.starts[track]), int(self.index.starts[track + 1])
         slope, intercept, shift, aligned = _align(
             rel_t, frame, hits.log2_speed, hits.speed_tol, hits.transposition, speed, offset, lo, hi,
@@ -682,10 +843,26 @@ class Matcher:
         )  # fmt: skip
         if not plausible_distortion(float(shift), float(np.log2(slope))):
             return None
+        return float(slope), float(intercept), aligned
+
+    def _accept(
+        self,
+        hits: Hits,
+        rel_t: np.ndarray,
+        slope: float,
+        intercept: float,
+        aligned: np.ndarray,
+        track: int,
+        t0: int,
+        t_sorted: np.ndarray,
+        min_aligned: int | None = None,
+    ) -> tuple[Match, np.ndarray] | None:
+        """The match of a fitted line and its aligned anchor frames, if it meets the thresholds."""
         anchors = np.unique(hits.t[aligned])
         count = int(anchors.shape[0])
-        if count < self.min_aligned:
+        if count < (self.min_aligned if min_aligned is None else min_aligned):
             return None
+        lo = int(self.index.starts[track])
         q_lo = int(rel_t[aligned].min()) + t0
         q_hi = int(rel_t[aligned].max()) + t0
         in_span = int(np.searchsorted(t_sorted, q_hi, side="right") - np.searchsorted(t_sorted, q_lo, side="left"))

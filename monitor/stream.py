@@ -276,8 +276,9 @@ class StreamProcessor:
             events = self.tracker.observe(self._origin_s + end_frame / FRAME_RATE, [])
             self._keep(matcher)
             return events
-        hits, query_t = hits.take(hits.t < end_frame), recent.t[in_window]
-        matches = self._keep_timelines(matcher, hits, query_t, matcher.vote(hits, query_t))
+        hits, window = hits.take(hits.t < end_frame), recent.take(in_window)
+        query_t = window.t
+        matches = self._keep_timelines(matcher, hits, query_t, matcher.vote(hits, query_t, landmarks=window))
         events = self.tracker.observe(self._origin_s + end_frame / FRAME_RATE, [self._evidence(m) for m in matches])
         self._keep(matcher)
         return events

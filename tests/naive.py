@@ -382,12 +382,37 @@ def lookup(
     the reference's, dequantised. Keys are visited in order of their
     group (key >> VISIT_SHIFT), keeping their order within a group.
     """
-    out_i, out_f, out_s, out_tol, out_p = [], [], [], [], []
     visit = sorted(range(len(keys)), key=lambda k: (int(keys[k]) >> matcher.VISIT_SHIFT, k))
-    for key, i in ((keys[k], owner[k]) for k in visit):
-        entries = table.get(int(key), [])
+    chosen = [(k, entries) for k in visit if len(entries := table.get(int(keys[k]), [])) <= max_postings]
+    return _hit_columns(chosen, owner, query_dt3, query_lf1)
+
+
+def lookup_within(
+    keys: np.ndarray,
+    owner: np.ndarray,
+    query_dt3: np.ndarray,
+    query_lf1: np.ndarray,
+    table: dict[int, list[Posting]],
+    max_postings: int,
+    lo: int,
+    hi: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Twin of matcher._lookup_within: the hits ``lookup`` skips (keys with more than max_postings), frames in [lo, hi), keys in query order."""
+    chosen = []
+    for k in range(len(keys)):
+        entries = table.get(int(keys[k]), [])
         if len(entries) > max_postings:
-            continue
+            chosen.append((k, [p for p in entries if lo <= p.frame < hi]))
+    return _hit_columns(chosen, owner, query_dt3, query_lf1)
+
+
+def _hit_columns(
+    chosen: list[tuple[int, list[Posting]]], owner: np.ndarray, query_dt3: np.ndarray, query_lf1: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The hit columns of the postings chosen for each query key (k, its postings)."""
+    out_i, out_f, out_s, out_tol, out_p = [], [], [], [], []
+    for k, entries in chosen:
+        i = owner[k]
         query_span = float(query_dt3[i])
         tol = min(params.SPEED_VOTE_OCT + params.SPAN_JITTER / (query_span * math.log(2.0)), params.SPEED_TOL_MAX_OCT)
         for p in entries:

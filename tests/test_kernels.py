@@ -552,6 +552,32 @@ def test_lookup_random(n: int, n_keys: int, n_query: int, max_postings: int, see
     assert_hits_equal(got, want)
 
 
+@FEW
+@given(
+    n=st.integers(0, 2500),
+    n_keys=st.integers(1, 120),
+    n_query=st.integers(0, 40),
+    max_postings=st.sampled_from([0, 1, 5, matcher.MAX_KEY_POSTINGS, 10**6]),
+    lo=st.integers(-10, 5010),
+    width=st.integers(0, 6000),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_lookup_within_random(n: int, n_keys: int, n_query: int, max_postings: int, lo: int, width: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    keys, frames, spans, pitches = random_postings(rng, n, n_keys)
+    index = frozen(keys, frames, spans, pitches)
+    probe = query_keys(rng, keys, n_query)
+    owner = rng.integers(0, max(n_query, 1), probe.size).astype(np.int64)
+    query_dt3 = rng.uniform(0.6, 40, max(n_query, 1)).astype(np.float32)
+    query_lf1 = rng.uniform(5.5, 12, max(n_query, 1)).astype(np.float32)
+    lo = max(lo, 0)
+    got = matcher._lookup_within(probe, owner, query_dt3, query_lf1, index.directory, index.records, max_postings,
+                                 lo, lo + width, matcher.LOOKUP_CONFIG)  # fmt: skip
+    want = naive.lookup_within(probe, owner, query_dt3, query_lf1, naive.postings_dict(keys, frames, spans, pitches),
+                               max_postings, lo, lo + width)  # fmt: skip
+    assert_hits_equal(got, want)
+
+
 # --- voting -------------------------------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from scipy import signal
 from fingerprint import matcher as matcher_mod
 from fingerprint import params
 from fingerprint.index import Index, IndexBuilder
-from fingerprint.landmarks import QUERY, Landmarks, extract
+from fingerprint.landmarks import LIVE, QUERY, Landmarks, extract
 from fingerprint.matcher import MAX_KEY_POSTINGS, Match, Matcher, plausible_distortion
 from fingerprint.spectrum import n_frames_for
 from fingerprint.synth import music
@@ -438,3 +438,65 @@ def test_hits_of_keeps_one_recording_and_track_seconds_is_its_length(matcher: Ma
     assert matcher.track_seconds(track) == pytest.approx(frames / params.FRAME_RATE)
     with pytest.raises(KeyError):
         matcher.track_seconds("not in the index")
+
+
+# --- confirmation on common keys ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mostly_common(references: dict[str, np.ndarray]) -> tuple[Matcher, str]:
+    """An index where a track keeps one landmark in sixteen on rare keys, as a large catalogue leaves it.
+
+    The others are copied into MAX_KEY_POSTINGS decoy recordings, so
+    that their keys are common and the vote no longer sees them. Each copy
+    is shifted in time by its own amount: no decoy lines up with the track.
+    """
+    track = TRACK_IDS[2]
+    own = extract(references[track])
+    n_frames = n_frames_for(references[track].shape[0])
+    copied = own.take(np.arange(len(own)) % 16 != 0)
+    builder = IndexBuilder()
+    builder.add(track, own, n_frames)
+    for k in range(MAX_KEY_POSTINGS):
+        builder.add(f"decoy-{k}", Landmarks(**{**copied._asdict(), "t": (copied.t + 97 * (k + 1)) % n_frames}), n_frames)
+    matcher = Matcher(builder.freeze())
+    assert matcher.max_postings == MAX_KEY_POSTINGS
+    return matcher, track
+
+
+def test_lookup_within_finds_the_common_keys_of_one_recording(
+    mostly_common: tuple[Matcher, str], references: dict[str, np.ndarray]
+) -> None:
+    matcher, track = mostly_common
+    query = extract(as_query(cut(references[track], 20.0, 5.0)), LIVE)
+    rare, common = matcher.lookup(query), matcher.lookup_within(query, track)
+    assert len(common) > 3 * len(rare) > 0
+    position = matcher.index.track_number(track)
+    lo, hi = matcher.index.starts[position], matcher.index.starts[position + 1]
+    assert np.all((common.frame >= lo) & (common.frame < hi))
+    assert len(matcher.lookup_within(query, "decoy-3")) > 0
+    assert np.array_equal(common.t, query.t[common.serial])
+    with pytest.raises(KeyError):
+        matcher.lookup_within(query, "not in the index")
+
+
+def test_a_play_short_of_rare_keys_is_confirmed_on_its_common_keys(
+    mostly_common: tuple[Matcher, str], references: dict[str, np.ndarray]
+) -> None:
+    """Five seconds of the track hold too few rare anchors for the vote; its common keys, looked up in the track alone, confirm it."""
+    matcher, track = mostly_common
+    query = extract(as_query(cut(references[track], 20.0, 5.0, speed=1.02)), LIVE)
+    hits = matcher.lookup(query)
+    assert matcher.vote(hits, query.t) == []
+    (found,) = matcher.vote(hits, query.t, landmarks=query)
+    assert found.track == track
+    assert found.count >= matcher_mod.CONFIRM_MIN_ALIGNED
+    assert found.speed == pytest.approx(1.02, abs=0.01)
+    assert found.ref_start == pytest.approx(20.0 + 1.02 * found.query_start - 1.02 * query.t.min() / params.FRAME_RATE, abs=0.2)
+
+
+def test_confirmation_finds_nothing_in_music_not_in_the_catalogue(mostly_common: tuple[Matcher, str]) -> None:
+    matcher, _ = mostly_common
+    for seed in OTHER_SEEDS:
+        query = extract(as_query(music(5.0, seed)), LIVE)
+        assert matcher.vote(matcher.lookup(query), query.t, landmarks=query) == []

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from fingerprint import matcher as matcher_mod
 from fingerprint.index import IndexBuilder
-from fingerprint.landmarks import extract
-from fingerprint.matcher import Matcher
+from fingerprint.landmarks import Landmarks, extract
+from fingerprint.matcher import MAX_KEY_POSTINGS, Matcher
 from fingerprint.resample import StreamingResampler
 from fingerprint.spectrum import n_frames_for
 from fingerprint.synth import music
@@ -257,3 +258,28 @@ def test_a_play_that_moves_within_its_recording_is_two_plays(jump: str) -> None:
     events = [e for e in _heard(_one_recording(song), played) if e.play.track == "song"]
     assert [e.kind for e in events] == [STARTED, ENDED, STARTED, ENDED]
     assert [e.play.ref_start for e in events if e.kind == ENDED] == pytest.approx(refs, abs=2.0)
+
+
+def test_a_play_held_mostly_by_common_keys_is_found_by_confirmation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recording with one landmark in sixteen on rare keys (the rest copied into decoys, as a large catalogue
+    makes them common): confirmed on its common keys, it is found from its first seconds; without, seconds later."""
+    x16 = music(60.0, 51, sr=RATE)
+    r = StreamingResampler(RATE)
+    x8 = np.concatenate((r.feed(x16), r.flush()))
+    own, n_frames = extract(x8), n_frames_for(x8.shape[0])
+    copied = own.take(np.arange(len(own)) % 16 != 0)
+    builder = IndexBuilder()
+    builder.add("song", own, n_frames)
+    for k in range(MAX_KEY_POSTINGS):
+        builder.add(f"decoy-{k}", Landmarks(**{**copied._asdict(), "t": (copied.t + 97 * (k + 1)) % n_frames}), n_frames)
+    matcher = Matcher(builder.freeze())
+    events = _heard(matcher, x16[10 * RATE : 40 * RATE])
+    assert [(e.kind, e.play.track) for e in events] == [(STARTED, "song"), (ENDED, "song")]
+    started, ended = events
+    assert started.play.started_at - T0_NS / 1e9 == pytest.approx(5.0, abs=2.0)
+    assert ended.play.ref_start == pytest.approx(10.0, abs=2.0) and ended.play.ref_end == pytest.approx(40.0, abs=2.0)
+    monkeypatch.setattr(matcher_mod, "CONFIRM_MIN_RARE", 10**6)
+    without = _heard(matcher, x16[10 * RATE : 40 * RATE])
+    assert [(e.kind, e.play.track) for e in without] == [(STARTED, "song"), (ENDED, "song")]
+    assert without[0].play.first_end >= started.play.first_end + 2.0  # found seconds later
+    assert without[1].play.windows < ended.play.windows
