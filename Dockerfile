@@ -30,11 +30,13 @@ ENV PATH=/opt/castwatch/bin:$PATH \
 USER castwatch
 WORKDIR /var/lib/castwatch
 # Compile every Numba kernel once (resampler, spectrum, landmarks, hashes,
-# index, matcher) into NUMBA_CACHE_DIR. The cache is for this CPU family:
+# index, matcher, and the live streams' lookup on common keys) into
+# NUMBA_CACHE_DIR. The cache is for this CPU family:
 # on another one Numba compiles again at start, into the same directory.
 RUN python -c "import soundfile; from fingerprint.resample import StreamingResampler; from fingerprint.synth import music; x = music(40.0, 1, 16000); StreamingResampler(16000).feed(x); soundfile.write('/tmp/warm.wav', x, 16000)" \
     && python -m fingerprint index /tmp/warm-index /tmp/warm.wav --jobs 1 \
     && python -m fingerprint match /tmp/warm-index /tmp/warm.wav --json >/dev/null \
+    && python -c "from fingerprint.audio import decode; from fingerprint.index import load; from fingerprint.landmarks import LIVE, extract; from fingerprint.matcher import Matcher; m = Matcher(load('/tmp/warm-index')); m.lookup_within(extract(decode('/tmp/warm.wav'), LIVE), m.index.track_ids[0])" \
     && rm -rf /tmp/warm.wav /tmp/warm-index
 EXPOSE 6066
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s \

@@ -862,6 +862,13 @@ def test_kernels_follow_changed_params_despite_the_compile_cache() -> None:
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), "hits"
         for g, w in zip(got[2:], want[2:]):
             np.testing.assert_allclose(g, w, rtol=4e-7, atol=1e-6)
+        got = matcher._lookup_within(keys, owner, columns[4], columns[0], built.directory, built.records, 0, 0, 1000,
+                                     matcher.LOOKUP_CONFIG)
+        want = naive.lookup_within(keys, owner, columns[4], columns[0], naive.postings_dict(keys, frames, spans, pitches),
+                                   0, 0, 1000)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), "hits within a recording"
+        for g, w in zip(got[2:], want[2:]):
+            np.testing.assert_allclose(g, w, rtol=4e-7, atol=1e-6)
         """
     )
     tests_dir = str(Path(__file__).resolve().parent)
