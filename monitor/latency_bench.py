@@ -27,9 +27,14 @@ false accusation. ``--min-aligned`` sets the matcher's evidence threshold
 decision rule: for each scored play, the stream time from its true start
 until a window of ``WINDOW_S`` holds k anchors aligned on the play's true
 timeline (known from the ground truth; the broadcast's final live
-landmarks looked up in the index), and the aligned anchors per second over
-a play's first seconds. No voting can announce a play before it has its
-evidence, so this bounds the latency at each threshold from below.
+landmarks looked up in the index; a triplet counts from the moment its last
+peak is heard), counted on rare keys (what the vote
+sees) and on all keys (what the confirmation on common keys sees), the
+first window where the matcher's two rules could hold (k rare, or
+``CONFIRM_MIN_RARE`` rare and ``CONFIRM_MIN_ALIGNED`` in all), and the
+aligned anchors per second over a play's first seconds. No voting can
+announce a play before it has its evidence, so the rules' column bounds
+the latency from below.
 """
 
 from __future__ import annotations
@@ -37,17 +42,20 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import psycopg
 from tqdm import tqdm
 
-from fingerprint.landmarks import LIVE, extract
-from fingerprint.matcher import MIN_ALIGNED, Hits, Matcher
-from fingerprint.params import FRAME_RATE, SAMPLE_RATE
+from fingerprint.hashes import probe_keys
+from fingerprint.landmarks import LIVE, Landmarks, extract
+from fingerprint.matcher import CONFIRM_MIN_ALIGNED, CONFIRM_MIN_RARE, MIN_ALIGNED, Hits, Matcher
+from fingerprint.params import FRAME_RATE, PEAK_DT, SAMPLE_RATE
 from fingerprint.resample import StreamingResampler
 from monitor.bench import (
     FILE_RATE,
@@ -70,9 +78,11 @@ from monitor.tracker import STARTED
 ORIGIN_NS = 1_780_000_000 * 10**9
 SCORE_MARGIN_S = 30.0  # plays starting this close to a broadcast's end are not scored (as in monitor.bench)
 UNKNOWN_STREAM_MINUTES = 30.0  # the non-catalogue hours are cut into streams this long
-EVIDENCE_THRESHOLDS = (6, 8, 10, 14)  # aligned anchors per window, for --evidence
+EVIDENCE_THRESHOLDS = (6, 8, 10, 14)  # aligned anchors per window on rare keys, for --evidence
+ALL_KEY_THRESHOLDS = (10, 14, 20, 30)  # ... and on all keys
 EVIDENCE_SECONDS = 12  # the first seconds of a play whose aligned anchors --evidence counts
 ALIGNED_FRAMES = 2.0  # a hit within this many frames of the true timeline is aligned
+EVIDENCE_HORIZON_S = 60.0  # --evidence looks this far into each play
 
 
 def _iso(seconds: float) -> str:
@@ -102,58 +112,112 @@ def run_stream(matcher: Matcher, stream: Stream, chunk_s: float, phase: float) -
 
 @dataclass(frozen=True)
 class Onset:
-    """What the fingerprint holds of one play's first seconds (see ``--evidence``)."""
+    """What the fingerprint holds of one play's first seconds (see ``--evidence``); seconds from the true start, inf: never."""
 
     talk_over: bool
-    reached: tuple[float, ...]  # seconds from the true start until each EVIDENCE_THRESHOLDS is reached (inf: never)
-    per_second: np.ndarray  # aligned anchors in each of the first EVIDENCE_SECONDS seconds
+    reached: tuple[float, ...]  # until each EVIDENCE_THRESHOLDS is reached on rare keys
+    reached_all: tuple[float, ...]  # until each ALL_KEY_THRESHOLDS is reached on all keys
+    decidable: float  # until a window satisfies one of the matcher's rules at its threshold
+    per_second: np.ndarray  # aligned anchors on rare keys in each of the first EVIDENCE_SECONDS seconds
+    per_second_all: np.ndarray  # ... on all keys
 
 
 def evidence_onsets(matcher: Matcher, stream: Stream, ids: dict[str, int], until_s: float) -> list[Onset]:
     """Evidence on each scored play's true timeline, from the broadcast's final live landmarks."""
     resampler = StreamingResampler(FILE_RATE, SAMPLE_RATE)
     audio = stream.audio.astype(np.float32) / 32768.0
-    hits = matcher.lookup(extract(np.concatenate([resampler.feed(audio), resampler.flush()]), LIVE))
+    landmarks = extract(np.concatenate([resampler.feed(audio), resampler.flush()]), LIVE)
+    hits = matcher.lookup(landmarks)
+    probes = probe_keys(landmarks)
     out = []
     for play in stream.truth:
         if play.stream_start > until_s - SCORE_MARGIN_S:
             continue
-        out.append(_onset(matcher, hits, play, str(ids[str(play.recording)])))
+        track = str(ids[str(play.recording)])
+        rare = matcher.hits_of(hits, track)
+        every = Hits.concat([rare, matcher.lookup_within(landmarks, track, probes)])
+        out.append(_onset(_aligned(matcher, rare, landmarks, play, track), _aligned(matcher, every, landmarks, play, track), play, matcher.min_aligned))
     return out
 
 
-def _onset(matcher: Matcher, hits: Hits, play: TruthPlay, track: str) -> Onset:
-    own = matcher.hits_of(hits, track)
+class _Aligned(NamedTuple):
+    """A play's anchors on its true timeline: anchor time, and when the triplet's last peak was heard (s from the true start)."""
+
+    anchor: np.ndarray
+    heard: np.ndarray
+
+
+def _aligned(matcher: Matcher, own: Hits, landmarks: Landmarks, play: TruthPlay, track: str) -> _Aligned:
     first = int(matcher.index.starts[matcher.index.track_number(track)])
     expected = play.ref_start * FRAME_RATE + play.speed * (own.t - play.stream_start * FRAME_RATE)
-    aligned = np.abs(own.frame.astype(np.float64) - first - expected) <= ALIGNED_FRAMES
-    times = np.unique(own.t[aligned]) / FRAME_RATE - play.stream_start
-    times = times[times >= 0.0]
-    reached = []
-    for k in EVIDENCE_THRESHOLDS:
-        spans = times[k - 1 :] - times[: times.shape[0] - k + 1] if times.shape[0] >= k else np.empty(0)
-        ok = np.flatnonzero(spans <= WINDOW_S)
-        reached.append(float(times[ok[0] + k - 1]) if ok.size else float("inf"))
-    per_second = np.histogram(times, bins=np.arange(EVIDENCE_SECONDS + 1))[0]
-    return Onset(play.talk_over, tuple(reached), per_second)
+    on = np.abs(own.frame.astype(np.float64) - first - expected) <= ALIGNED_FRAMES
+    anchors, which = np.unique(own.t[on], return_inverse=True)
+    heard = np.full(anchors.shape[0], np.inf)
+    np.minimum.at(heard, which, own.t[on] + landmarks.dt3[own.serial[on]] + PEAK_DT)
+    keep = (anchors >= play.stream_start * FRAME_RATE) & (anchors < (play.stream_start + EVIDENCE_HORIZON_S) * FRAME_RATE)
+    return _Aligned(anchors[keep] / FRAME_RATE - play.stream_start, heard[keep] / FRAME_RATE - play.stream_start)
 
 
-def evidence_report(onsets: list[Onset]) -> str:
+def _most_in_window(anchor: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Anchors (sorted) in the window of WINDOW_S ending at each of ``ends``."""
+    return np.searchsorted(anchor, ends, side="right") - np.searchsorted(anchor, ends - WINDOW_S, side="right")
+
+
+def _first_heard(rare: _Aligned, every: _Aligned, rule: Callable[[np.ndarray, np.ndarray], bool]) -> float:
+    """The first moment the anchors heard so far satisfy ``rule(rare counts, all counts)`` in some window (inf: never).
+
+    Counts are per window of WINDOW_S ending at each anchor heard so far; a
+    triplet counts once its last peak is heard, so this is causal: no
+    stream processing could hold the evidence earlier.
+    """
+    for moment in np.unique(every.heard):
+        rare_anchors = np.sort(rare.anchor[rare.heard <= moment])
+        all_anchors = np.sort(every.anchor[every.heard <= moment])
+        if rule(_most_in_window(rare_anchors, all_anchors), _most_in_window(all_anchors, all_anchors)):
+            return float(moment)
+    return float("inf")
+
+
+def _onset(rare: _Aligned, every: _Aligned, play: TruthPlay, min_aligned: int) -> Onset:
+    def rules(r: np.ndarray, a: np.ndarray) -> bool:
+        return bool(np.any((r >= min_aligned) | ((r >= CONFIRM_MIN_RARE) & (a >= CONFIRM_MIN_ALIGNED))))
+
+    return Onset(
+        play.talk_over,
+        tuple(_first_heard(rare, every, lambda r, a, k=k: bool(np.any(r >= k))) for k in EVIDENCE_THRESHOLDS),
+        tuple(_first_heard(rare, every, lambda r, a, k=k: bool(np.any(a >= k))) for k in ALL_KEY_THRESHOLDS),
+        _first_heard(rare, every, rules),
+        np.histogram(rare.anchor, bins=np.arange(EVIDENCE_SECONDS + 1))[0],
+        np.histogram(every.anchor, bins=np.arange(EVIDENCE_SECONDS + 1))[0],
+    )
+
+
+def evidence_report(onsets: list[Onset], min_aligned: int = MIN_ALIGNED) -> str:
     lines = [
         f"What the fingerprint holds (`--evidence`, {len(onsets)} plays, each once): stream time from the true start"
         f" until a {WINDOW_S:g} s window holds k anchors aligned on the play's true timeline, p50 / p95 (inf: never).",
         "",
-        "| k | all | no talk-over | with talk-over |",
-        "|---:|---:|---:|---:|",
+        "| keys | k | all | no talk-over | with talk-over |",
+        "|---|---:|---:|---:|---:|",
     ]
+
+    def row(keys: str, k: str, values: list[tuple[bool, float]]) -> str:
+        groups = [[x for talk_over, x in values if talk is None or talk_over == talk] for talk in (None, False, True)]
+        return f"| {keys} | {k} | " + " | ".join(_percentiles(g) for g in groups) + " |"
+
     for n, k in enumerate(EVIDENCE_THRESHOLDS):
-        groups = [[o.reached[n] for o in onsets if talk is None or o.talk_over == talk] for talk in (None, False, True)]
-        lines.append(f"| {k} | " + " | ".join(_percentiles(g) for g in groups) + " |")
-    lines += ["", f"Aligned anchors per second over the first {EVIDENCE_SECONDS} s (mean):", ""]
+        lines.append(row("rare", str(k), [(o.talk_over, o.reached[n]) for o in onsets]))
+    for n, k in enumerate(ALL_KEY_THRESHOLDS):
+        lines.append(row("all", str(k), [(o.talk_over, o.reached_all[n]) for o in onsets]))
+    rules = f"{min_aligned} rare, or {CONFIRM_MIN_RARE} rare and {CONFIRM_MIN_ALIGNED} in all"
+    lines.append(row("the matcher's rules", rules, [(o.talk_over, o.decidable) for o in onsets]))
+    lines += ["", f"Aligned anchors per second over the first {EVIDENCE_SECONDS} s (mean), rare keys / all keys:", ""]
     for label, talk in (("no talk-over", False), ("with talk-over", True)):
-        rows = [o.per_second for o in onsets if o.talk_over == talk]
-        if rows:
-            lines.append(f"- {label}: " + " ".join(f"{x:.1f}" for x in np.mean(rows, axis=0)))
+        mine = [o for o in onsets if o.talk_over == talk]
+        if mine:
+            rare = np.mean([o.per_second for o in mine], axis=0)
+            every = np.mean([o.per_second_all for o in mine], axis=0)
+            lines.append(f"- {label}: " + " ".join(f"{x:.1f}/{y:.1f}" for x, y in zip(rare, every)))
     return "\n".join(lines + [""])
 
 
@@ -250,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(args, rows, hours, len(ids), plays)
     if args.evidence:
         onsets = [o for s in tqdm(streams, unit="broadcast", desc="evidence", file=sys.stderr) for o in evidence_onsets(matcher, s, ids, args.minutes * 60)]
-        text += "\n" + evidence_report(onsets)
+        text += "\n" + evidence_report(onsets, args.min_aligned)
     publish(text, args.record)
     return 0
 

@@ -15,7 +15,15 @@ from fingerprint.matcher import Matcher
 from fingerprint.params import SAMPLE_RATE
 from fingerprint.spectrum import n_frames_for
 from monitor.bench import FILE_RATE, Stream, score_detections
-from monitor.latency_bench import EVIDENCE_SECONDS, EVIDENCE_THRESHOLDS, ORIGIN_NS, evidence_onsets, evidence_report, run_stream
+from monitor.latency_bench import (
+    ALL_KEY_THRESHOLDS,
+    EVIDENCE_SECONDS,
+    EVIDENCE_THRESHOLDS,
+    ORIGIN_NS,
+    evidence_onsets,
+    evidence_report,
+    run_stream,
+)
 from monitor.simulate import compose, compose_unknown
 
 
@@ -62,11 +70,15 @@ def test_evidence_bounds_the_latency_from_below(bench) -> None:
     assert len(onsets) == sum(p.stream_start <= 150.0 for p in stream.truth)
     for onset in onsets:
         assert list(onset.reached) == sorted(onset.reached) and 0.0 <= onset.reached[0] < 30.0
-        assert onset.per_second.shape == (EVIDENCE_SECONDS,) and onset.per_second.sum() > 0
+        assert list(onset.reached_all) == sorted(onset.reached_all)
+        assert onset.reached_all[ALL_KEY_THRESHOLDS.index(10)] <= onset.reached[EVIDENCE_THRESHOLDS.index(10)]  # all keys hold the rare ones
+        assert onset.decidable <= onset.reached[EVIDENCE_THRESHOLDS.index(matcher.min_aligned)]
+        assert onset.per_second.shape == onset.per_second_all.shape == (EVIDENCE_SECONDS,) and onset.per_second.sum() > 0
+        assert np.all(onset.per_second <= onset.per_second_all)
     events, _ = run_stream(matcher, stream, 1.0, 0.0)
     (d,) = score_detections([stream], events, ids, ORIGIN_NS + round(3 * 60e9)).values()
-    at_threshold = sorted(o.reached[EVIDENCE_THRESHOLDS.index(matcher.min_aligned)] for o in onsets)
-    assert np.median(at_threshold) <= np.median(d.latencies)
+    assert np.median([o.decidable for o in onsets]) <= np.median(d.latencies)
     assert evidence_onsets(matcher, replace(stream, truth=[]), ids, 3 * 60.0) == []
     text = evidence_report(onsets)
-    assert text.count("\n| ") == len(EVIDENCE_THRESHOLDS) + 1 and "no talk-over" in text
+    assert text.count("\n| ") == len(EVIDENCE_THRESHOLDS) + len(ALL_KEY_THRESHOLDS) + 2 and "no talk-over" in text
+    assert "| the matcher's rules | 10 rare, or 4 rare and 20 in all |" in text
