@@ -136,7 +136,8 @@ def evidence_onsets(matcher: Matcher, stream: Stream, ids: dict[str, int], until
         track = str(ids[str(play.recording)])
         rare = matcher.hits_of(hits, track)
         every = Hits.concat([rare, matcher.lookup_within(landmarks, track, probes)])
-        out.append(_onset(_aligned(matcher, rare, landmarks, play, track), _aligned(matcher, every, landmarks, play, track), play, matcher.min_aligned))
+        aligned = [_aligned(matcher, hits_on, landmarks, play, track) for hits_on in (rare, every)]
+        out.append(_onset(*aligned, play, matcher.min_aligned))
     return out
 
 
@@ -163,30 +164,45 @@ def _most_in_window(anchor: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.searchsorted(anchor, ends, side="right") - np.searchsorted(anchor, ends - WINDOW_S, side="right")
 
 
-def _first_heard(rare: _Aligned, every: _Aligned, rule: Callable[[np.ndarray, np.ndarray], bool]) -> float:
-    """The first moment the anchors heard so far satisfy ``rule(rare counts, all counts)`` in some window (inf: never).
+def _first_heard(rare: _Aligned, every: _Aligned, rules: list[Callable[[np.ndarray, np.ndarray], bool]]) -> list[float]:
+    """For each rule, the first moment the anchors heard so far satisfy ``rule(rare counts, all counts)`` (inf: never).
 
     Counts are per window of WINDOW_S ending at each anchor heard so far; a
     triplet counts once its last peak is heard, so this is causal: no
     stream processing could hold the evidence earlier.
     """
+    first = [float("inf")] * len(rules)
     for moment in np.unique(every.heard):
+        waiting = [n for n, at in enumerate(first) if at == float("inf")]
+        if not waiting:
+            break
         rare_anchors = np.sort(rare.anchor[rare.heard <= moment])
         all_anchors = np.sort(every.anchor[every.heard <= moment])
-        if rule(_most_in_window(rare_anchors, all_anchors), _most_in_window(all_anchors, all_anchors)):
-            return float(moment)
-    return float("inf")
+        r, a = _most_in_window(rare_anchors, all_anchors), _most_in_window(all_anchors, all_anchors)
+        for n in waiting:
+            if rules[n](r, a):
+                first[n] = float(moment)
+    return first
 
 
 def _onset(rare: _Aligned, every: _Aligned, play: TruthPlay, min_aligned: int) -> Onset:
-    def rules(r: np.ndarray, a: np.ndarray) -> bool:
+    def on_rare(k: int) -> Callable[[np.ndarray, np.ndarray], bool]:
+        return lambda r, a: bool(np.any(r >= k))
+
+    def on_all(k: int) -> Callable[[np.ndarray, np.ndarray], bool]:
+        return lambda r, a: bool(np.any(a >= k))
+
+    def matcher_rules(r: np.ndarray, a: np.ndarray) -> bool:
         return bool(np.any((r >= min_aligned) | ((r >= CONFIRM_MIN_RARE) & (a >= CONFIRM_MIN_ALIGNED))))
 
+    rules = [*map(on_rare, EVIDENCE_THRESHOLDS), *map(on_all, ALL_KEY_THRESHOLDS), matcher_rules]
+    first = _first_heard(rare, every, rules)
+    n = len(EVIDENCE_THRESHOLDS)
     return Onset(
         play.talk_over,
-        tuple(_first_heard(rare, every, lambda r, a, k=k: bool(np.any(r >= k))) for k in EVIDENCE_THRESHOLDS),
-        tuple(_first_heard(rare, every, lambda r, a, k=k: bool(np.any(a >= k))) for k in ALL_KEY_THRESHOLDS),
-        _first_heard(rare, every, rules),
+        tuple(first[:n]),
+        tuple(first[n:-1]),
+        first[-1],
         np.histogram(rare.anchor, bins=np.arange(EVIDENCE_SECONDS + 1))[0],
         np.histogram(every.anchor, bins=np.arange(EVIDENCE_SECONDS + 1))[0],
     )
