@@ -663,7 +663,15 @@ class Matcher:
         """
         return [match for match, _ in self._vote(hits, query_t, landmarks)[:max_matches]]
 
-    def verify(self, hits: Hits, query_t: np.ndarray, track: str, ref_s: float, speed: float) -> Match | None:
+    def verify(
+        self,
+        hits: Hits,
+        query_t: np.ndarray,
+        track: str,
+        ref_s: float,
+        speed: float,
+        landmarks: Landmarks | None = None,
+    ) -> Match | None:
         """The match of ``track`` on one given alignment, if ``hits`` support it; None otherwise.
 
         ``ref_s`` is the recording time expected at the first anchor of
@@ -671,7 +679,10 @@ class Matcher:
         both). Voting keeps one alignment per recording, and in music that
         repeats itself another repetition can outvote the true one for a
         window; this asks about the expected alignment alone, with the same
-        thresholds as ``vote``.
+        thresholds as ``vote``: given the window's ``landmarks``, an
+        alignment short of the threshold on rare keys is confirmed on the
+        common keys as ``vote`` confirms a candidate (else a rival that the
+        confirmation found would outweigh a play it does not look at).
         """
         position = self._position.get(track)
         own = self.hits_of(hits, track)
@@ -680,9 +691,12 @@ class Matcher:
         lo = int(self.index.starts[position])
         t0 = int(query_t.min())
         offset = lo + ref_s * FRAME_RATE
+        t_sorted = np.unique(query_t)
         found = self._refine(
-            own, (own.t - t0).astype(np.float64), own.frame.astype(np.float64), speed, offset, position, t0, np.unique(query_t)
+            own, (own.t - t0).astype(np.float64), own.frame.astype(np.float64), speed, offset, position, t0, t_sorted
         )
+        if found is None and landmarks is not None:
+            found = self._on_all_keys(own, landmarks, None, position, speed, offset, t0, t_sorted)
         return None if found is None else found[0]
 
     def track_seconds(self, track: str) -> float:
@@ -787,17 +801,35 @@ class Matcher:
                 probes = probe_keys(landmarks)
             lo, hi = int(self.index.starts[track]), int(self.index.starts[track + 1])
             own = hits.take((hits.frame >= lo) & (hits.frame < hi))
-            both = Hits.concat([own, self.lookup_within(landmarks, self.index.track_ids[track], probes)])
-            rel_t = (both.t - t0).astype(np.float64)
-            line = self._fit(both, rel_t, both.frame.astype(np.float64), slope, intercept, track)
-            if line is None:
-                continue
-            slope2, intercept2, aligned = line
-            if np.unique(both.t[aligned[aligned < len(own)]]).shape[0] < CONFIRM_MIN_RARE:
-                continue
-            found = self._accept(both, rel_t, slope2, intercept2, aligned, track, t0, t_sorted, CONFIRM_MIN_ALIGNED)
+            found = self._on_all_keys(own, landmarks, probes, track, slope, intercept, t0, t_sorted)
             if found is not None:
                 best[track] = found
+
+    def _on_all_keys(
+        self,
+        own: Hits,
+        landmarks: Landmarks,
+        probes: tuple[np.ndarray, np.ndarray] | None,
+        track: int,
+        speed: float,
+        offset: float,
+        t0: int,
+        t_sorted: np.ndarray,
+    ) -> tuple[Match, np.ndarray] | None:
+        """The match of a line through ``own`` (a window's rare-key hits on ``track``) refitted with the recording's common keys.
+
+        A match needs CONFIRM_MIN_ALIGNED anchors on all keys together,
+        CONFIRM_MIN_RARE of them still on rare keys.
+        """
+        both = Hits.concat([own, self.lookup_within(landmarks, self.index.track_ids[track], probes)])
+        rel_t = (both.t - t0).astype(np.float64)
+        line = self._fit(both, rel_t, both.frame.astype(np.float64), speed, offset, track)
+        if line is None:
+            return None
+        slope, intercept, aligned = line
+        if np.unique(both.t[aligned[aligned < len(own)]]).shape[0] < CONFIRM_MIN_RARE:
+            return None
+        return self._accept(both, rel_t, slope, intercept, aligned, track, t0, t_sorted, CONFIRM_MIN_ALIGNED)
 
     def _match_windows(self, hits: Hits, anchors: np.ndarray) -> list[Match]:
         """Windowed matching of a long query (``anchors``: its distinct anchor frames, sorted)."""

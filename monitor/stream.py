@@ -278,12 +278,12 @@ class StreamProcessor:
             return events
         hits, window = hits.take(hits.t < end_frame), recent.take(in_window)
         query_t = window.t
-        matches = self._keep_timelines(matcher, hits, query_t, matcher.vote(hits, query_t, landmarks=window))
+        matches = self._keep_timelines(matcher, hits, window, matcher.vote(hits, query_t, landmarks=window))
         events = self.tracker.observe(self._origin_s + end_frame / FRAME_RATE, [self._evidence(m) for m in matches])
         self._keep(matcher)
         return events
 
-    def _keep_timelines(self, matcher: Matcher, hits: Hits, query_t: np.ndarray, matches: list[Match]) -> list[Match]:
+    def _keep_timelines(self, matcher: Matcher, hits: Hits, window: Landmarks, matches: list[Match]) -> list[Match]:
         """Prefer, for each play in progress, the window's match on the play's own timeline.
 
         In music that repeats itself the vote can place a window one
@@ -296,13 +296,14 @@ class StreamProcessor:
         weighed against the play on the kept audio before it (``_fits_better``),
         and a rival that fits it better takes the play over (``realign``).
         """
+        query_t = window.t
         t0_s = self._origin_s + int(query_t.min()) / FRAME_RATE
         tolerance = self.tracker.ref_tolerance_s
         for play in self.tracker.plays:
             if not play.announced:
                 continue  # a candidate timeline (the tracker's) has to win the vote on its own
             ref_s = play.expected_ref(t0_s)
-            on_line = matcher.verify(hits, query_t, play.track, ref_s, play.speed)
+            on_line = matcher.verify(hits, query_t, play.track, ref_s, play.speed, landmarks=window)
             agrees = lambda m: abs(m.ref_start - (ref_s + play.speed * (m.query_start - (t0_s - self._origin_s)))) <= tolerance  # noqa: E731
             rivals = [m for m in matches if m.track == play.track and not agrees(m)]
             if rivals and self._fits_better(matcher, play, rivals[0], on_line is not None):

@@ -495,6 +495,22 @@ def test_a_play_short_of_rare_keys_is_confirmed_on_its_common_keys(
     assert found.ref_start == pytest.approx(20.0 + 1.02 * found.query_start - 1.02 * query.t.min() / params.FRAME_RATE, abs=0.2)
 
 
+def test_verify_confirms_an_expected_alignment_on_common_keys(
+    mostly_common: tuple[Matcher, str], references: dict[str, np.ndarray]
+) -> None:
+    """A play's own timeline is weighed as the vote weighs a rival: short of rare keys, confirmed on common ones."""
+    matcher, track = mostly_common
+    query = extract(as_query(cut(references[track], 20.0, 5.0, speed=1.02)), LIVE)
+    hits = matcher.lookup(query)
+    ref_s = 20.0 + 1.02 * query.t.min() / params.FRAME_RATE  # the recording time at the first anchor
+    assert matcher.verify(hits, query.t, track, ref_s, 1.02) is None
+    found = matcher.verify(hits, query.t, track, ref_s, 1.02, landmarks=query)
+    assert found is not None and found.track == track
+    assert found.count >= matcher_mod.CONFIRM_MIN_ALIGNED
+    assert found.ref_start == pytest.approx(20.0 + 1.02 * found.query_start - 1.02 * query.t.min() / params.FRAME_RATE, abs=0.2)
+    assert matcher.verify(hits, query.t, track, ref_s + 7.0, 1.02, landmarks=query) is None  # another alignment
+
+
 def test_confirmation_finds_nothing_in_music_not_in_the_catalogue(mostly_common: tuple[Matcher, str]) -> None:
     matcher, _ = mostly_common
     for seed in OTHER_SEEDS:
