@@ -3,8 +3,9 @@
 Pipeline, each stage a small Numba kernel (``nogil``):
 
 1. log power spectrogram (``fingerprint.spectrum``);
-2. ``_local_peaks``: local maxima over +-PEAK_DT frames x +-PEAK_DF bins, with
-   their spectral contrast and a parabolic sub-frame / sub-bin position;
+2. ``_local_peaks``: local maxima over +-PEAK_DT frames x +-PEAK_DF bins (a
+   live stream: +-LIVE_PEAK_DF bins), with their spectral contrast and a
+   parabolic sub-frame / sub-bin position;
 3. ``_select_top``: keep a candidate when it ranks among the PEAK_TOP_K highest
    contrasts of its frequency band (a quota per band) within +-PEAK_WINDOW
    frames (a sliding rank keeps the density fixed and is translation
@@ -37,6 +38,7 @@ from fingerprint.params import (
     CONTRAST_DF,
     FASTMATH,
     HOP,
+    LIVE_PEAK_DF,
     LIVE_TARGETS,
     N_BINS,
     N_FFT,
@@ -135,12 +137,13 @@ def _local_peaks(
     last: int,
     peak_dt: int,
     peak_df: int,
+    guard: int,
     contrast_df: int,
     silence: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Local maxima of ``spec`` in rows [first, last); rows outside ``spec`` do not exist.
+    """Local maxima of ``spec`` over +-peak_dt rows x +-peak_df bins in rows [first, last); rows outside ``spec`` do not exist.
 
-    The first and last ``peak_df`` bins are a guard band: compared against,
+    The first and last ``guard`` bins are a guard band: compared against,
     never peaks themselves. Ties are broken in raster order (a cell must be strictly greater than its
     earlier neighbours and at least equal to its later ones), so a flat region
     gives at most one maximum.
@@ -156,7 +159,7 @@ def _local_peaks(
     count = 0
     for t in range(first, last):
         row_has_prefix = False
-        for f in range(peak_df, n_bins - peak_df):
+        for f in range(guard, n_bins - guard):
             v = spec[t, f]
             if not v > silence:  # also skips NaN, which would compare as a peak everywhere
                 continue
@@ -332,22 +335,25 @@ def _log2_hz(peaks: Peaks) -> np.ndarray:
 
 
 class Density(NamedTuple):
-    """How many peaks (per band and window, one quota per band) and targets (per anchor) to take."""
+    """How many peaks (per band and window, one quota per band) and targets (per anchor) to take, and over what neighbourhood a peak is a maximum."""
 
     top_k: tuple[int, ...]
     targets: int
     max_triplets: int
+    peak_df: int = PEAK_DF  # a peak is a local maximum over +-peak_df bins (the guard band stays PEAK_DF bins)
 
     def quotas(self) -> np.ndarray:
-        """``top_k`` as the array ``_select_top`` takes, checked against the bands."""
+        """``top_k`` as the array ``_select_top`` takes, checked against the bands (and ``peak_df`` against the guard band)."""
         if len(self.top_k) != len(PEAK_BAND_EDGES_HZ) - 1:
             raise ValueError(f"expected one peak quota per band ({len(PEAK_BAND_EDGES_HZ) - 1}), got {self.top_k}")
+        if not 1 <= self.peak_df <= PEAK_DF:
+            raise ValueError(f"peak_df must be 1 to {PEAK_DF} bins (the spectrogram's guard band), got {self.peak_df}")
         return np.asarray(self.top_k, np.int64)
 
 
 REFERENCE = Density(PEAK_TOP_K, TARGETS, MAX_TRIPLETS)
 QUERY = Density(QUERY_PEAK_TOP_K, QUERY_TARGETS, QUERY_TARGETS * (QUERY_TARGETS - 1) // 2)
-LIVE = Density(QUERY_PEAK_TOP_K, LIVE_TARGETS, LIVE_TARGETS * (LIVE_TARGETS - 1) // 2)
+LIVE = Density(QUERY_PEAK_TOP_K, LIVE_TARGETS, LIVE_TARGETS * (LIVE_TARGETS - 1) // 2, LIVE_PEAK_DF)
 
 
 class Extractor:
@@ -454,6 +460,7 @@ class Extractor:
             self._cand_done - base,
             cand_to - base,
             PEAK_DT,
+            self._density.peak_df,
             PEAK_DF,
             CONTRAST_DF,
             SILENCE_LOG_POWER,
@@ -512,7 +519,7 @@ def peaks_of(samples: np.ndarray, density: Density = REFERENCE) -> Peaks:
     """Selected spectral peaks of a whole signal (for inspection, plots and tests)."""
     spec = log_spectrogram(samples)
     t, f, contrast, t_frac, f_frac = _local_peaks(
-        spec, 0, spec.shape[0], PEAK_DT, PEAK_DF, CONTRAST_DF, SILENCE_LOG_POWER
+        spec, 0, spec.shape[0], PEAK_DT, density.peak_df, PEAK_DF, CONTRAST_DF, SILENCE_LOG_POWER
     )
     keep = _select_top(t, f, contrast, _BAND_OF_BIN, 0, t.shape[0], PEAK_WINDOW, density.quotas())
     return Peaks(t, f, contrast, t_frac, f_frac).take(keep)

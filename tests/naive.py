@@ -72,12 +72,13 @@ def local_peaks(
     last: int,
     peak_dt: int,
     peak_df: int,
+    guard: int,
     contrast_df: int,
     silence: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Twin of landmarks._local_peaks: (t, f, contrast, t_frac, f_frac) in raster order.
 
-    A cell of rows [first, last), outside the guard band of ``peak_df`` bins on
+    A cell of rows [first, last), outside the guard band of ``guard`` bins on
     each side, above ``silence``, is a peak when it is strictly greater than
     every existing neighbour that comes earlier in raster order within +-peak_dt
     rows and +-peak_df bins, and at least equal to every later one.
@@ -89,7 +90,7 @@ def local_peaks(
     value = spec.astype(np.float64)
     rows = np.arange(n_rows)[:, None]
     cols = np.arange(n_bins)[None, :]
-    is_peak = (value > silence) & (rows >= first) & (rows < last) & (cols >= peak_df) & (cols < n_bins - peak_df)
+    is_peak = (value > silence) & (rows >= first) & (rows < last) & (cols >= guard) & (cols < n_bins - guard)
     for dt in range(-peak_dt, peak_dt + 1):
         for df in range(-peak_df, peak_df + 1):
             if dt == 0 and df == 0:

@@ -69,10 +69,12 @@ def spectrograms() -> dict[str, np.ndarray]:
     return {name: spectrum.log_spectrogram(x) for name, x in SIGNALS.items()}
 
 
-def local_peaks_kernel(spec: np.ndarray, first: int = 0, last: int | None = None) -> tuple[np.ndarray, ...]:
+def local_peaks_kernel(
+    spec: np.ndarray, first: int = 0, last: int | None = None, peak_df: int = params.PEAK_DF
+) -> tuple[np.ndarray, ...]:
     last = spec.shape[0] if last is None else last
     return landmarks._local_peaks(
-        spec, first, last, params.PEAK_DT, params.PEAK_DF, params.CONTRAST_DF, params.SILENCE_LOG_POWER
+        spec, first, last, params.PEAK_DT, peak_df, params.PEAK_DF, params.CONTRAST_DF, params.SILENCE_LOG_POWER
     )
 
 
@@ -147,13 +149,14 @@ def test_log_spectrogram_rejects_bad_input() -> None:
 # --- local peaks --------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("peak_df", [params.PEAK_DF, params.LIVE_PEAK_DF])
 @pytest.mark.parametrize("name", list(SIGNALS))
-def test_local_peaks_synthetic(name: str, spectrograms: dict[str, np.ndarray]) -> None:
+def test_local_peaks_synthetic(name: str, peak_df: int, spectrograms: dict[str, np.ndarray]) -> None:
     spec = spectrograms[name]
     want = naive.local_peaks(
-        spec, 0, spec.shape[0], params.PEAK_DT, params.PEAK_DF, params.CONTRAST_DF, params.SILENCE_LOG_POWER
+        spec, 0, spec.shape[0], params.PEAK_DT, peak_df, params.PEAK_DF, params.CONTRAST_DF, params.SILENCE_LOG_POWER
     )
-    assert_peaks_equal(local_peaks_kernel(spec), want)
+    assert_peaks_equal(local_peaks_kernel(spec, peak_df=peak_df), want)
     if name in ("music", "sweep", "white_noise"):
         assert want[0].shape[0] > 10 * spec.shape[0] / params.FRAME_RATE  # the comparison covered many peaks
     if name in ("silence", "empty", "shorter_than_a_frame"):
@@ -166,7 +169,7 @@ def test_local_peaks_row_range_of_a_longer_spectrogram(name: str, spectrograms: 
     spec = spectrograms[name]
     first, last = 9, spec.shape[0] - 13
     want = naive.local_peaks(
-        spec, first, last, params.PEAK_DT, params.PEAK_DF, params.CONTRAST_DF, params.SILENCE_LOG_POWER
+        spec, first, last, params.PEAK_DT, params.PEAK_DF, params.PEAK_DF, params.CONTRAST_DF, params.SILENCE_LOG_POWER
     )
     assert_peaks_equal(local_peaks_kernel(spec, first, last), want)
     assert want[0].min() >= first and want[0].max() < last
@@ -179,12 +182,21 @@ def test_local_peaks_row_range_of_a_longer_spectrogram(name: str, spectrograms: 
     values=st.sampled_from(["few_levels", "continuous", "plateaus"]),
     peak_dt=st.integers(0, 3),
     peak_df=st.integers(0, 4),
+    guard=st.integers(0, 4),
     contrast_df=st.integers(0, 12),
     seed=st.integers(0, 2**32 - 1),
     data=st.data(),
 )
 def test_local_peaks_random(
-    rows: int, bins: int, values: str, peak_dt: int, peak_df: int, contrast_df: int, seed: int, data: st.DataObject
+    rows: int,
+    bins: int,
+    values: str,
+    peak_dt: int,
+    peak_df: int,
+    guard: int,
+    contrast_df: int,
+    seed: int,
+    data: st.DataObject,
 ) -> None:
     rng = np.random.default_rng(seed)
     if values == "few_levels":  # exact ties everywhere
@@ -198,15 +210,15 @@ def test_local_peaks_random(
     first = data.draw(st.integers(0, rows))
     last = data.draw(st.integers(first, rows))
     spec = np.ascontiguousarray(spec)
-    got = landmarks._local_peaks(spec, first, last, peak_dt, peak_df, contrast_df, silence)
-    assert_peaks_equal(got, naive.local_peaks(spec, first, last, peak_dt, peak_df, contrast_df, silence))
+    got = landmarks._local_peaks(spec, first, last, peak_dt, peak_df, guard, contrast_df, silence)
+    assert_peaks_equal(got, naive.local_peaks(spec, first, last, peak_dt, peak_df, guard, contrast_df, silence))
 
 
 def test_flat_region_gives_one_peak_at_its_first_cell() -> None:
     """The raster tie rule: a plateau wider and taller than the neighbourhood has exactly one maximum."""
     spec = np.full((20, 60), params.SILENCE_LOG_POWER - 1.0, np.float32)
     spec[5:15, 20:40] = 3.0
-    for got in (local_peaks_kernel(spec), naive.local_peaks(spec, 0, 20, params.PEAK_DT, params.PEAK_DF,
+    for got in (local_peaks_kernel(spec), naive.local_peaks(spec, 0, 20, params.PEAK_DT, params.PEAK_DF, params.PEAK_DF,
                                                                params.CONTRAST_DF, params.SILENCE_LOG_POWER)):
         assert got[0].tolist() == [5] and got[1].tolist() == [20]
 
@@ -215,8 +227,17 @@ def test_guard_band_bins_are_never_peaks() -> None:
     spec = np.full((9, 50), params.SILENCE_LOG_POWER - 1.0, np.float32)
     spec[2, 0] = spec[2, 49] = 5.0  # isolated maxima inside the guard bands
     spec[6, params.PEAK_DF] = spec[6, 49 - params.PEAK_DF] = 4.0  # the outermost bins outside them
-    t, f, *_ = local_peaks_kernel(spec)
-    assert t.tolist() == [6, 6] and f.tolist() == [params.PEAK_DF, 49 - params.PEAK_DF]
+    for peak_df in (params.PEAK_DF, params.LIVE_PEAK_DF):  # a narrower neighbourhood keeps the guard band
+        t, f, *_ = local_peaks_kernel(spec, peak_df=peak_df)
+        assert t.tolist() == [6, 6] and f.tolist() == [params.PEAK_DF, 49 - params.PEAK_DF]
+
+
+def test_a_narrow_neighbourhood_keeps_a_peak_beside_a_louder_one() -> None:
+    """Two maxima 3 bins apart: over +-PEAK_DF bins only the louder is a peak, over +-LIVE_PEAK_DF both are."""
+    spec = np.full((9, 60), params.SILENCE_LOG_POWER - 1.0, np.float32)
+    spec[4, 30], spec[4, 33] = 6.0, 3.0
+    assert local_peaks_kernel(spec)[1].tolist() == [30]
+    assert local_peaks_kernel(spec, peak_df=params.LIVE_PEAK_DF)[1].tolist() == [30, 33]
 
 
 def test_silence_gives_no_peaks() -> None:

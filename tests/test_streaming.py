@@ -289,7 +289,7 @@ def test_memory_stays_bounded(density: str) -> None:
     context = params.LOOKAHEAD_FRAMES + chunk_frames  # frames of context the pipeline may need
     bounds = {
         "spectrum rows": context,
-        "candidates": context * (params.N_BINS // (params.PEAK_DF + 1) + 1),
+        "candidates": context * (params.N_BINS // (DENSITIES[density].peak_df + 1) + 1),
         # per band, any PEAK_WINDOW + 1 consecutive frames keep at most its quota of peaks
         "peaks": top_k * (math.ceil(context / (params.PEAK_WINDOW + 1)) + 1),
         "pending samples": N_FFT,
