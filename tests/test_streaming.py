@@ -312,3 +312,10 @@ def test_memory_stays_bounded(density: str) -> None:
     assert emitted > 600 * 50  # it did work all along
     for key, bound in bounds.items():
         assert largest[key] <= bound, f"{key}: {largest[key]} > {bound}"
+
+
+@pytest.mark.parametrize("peak_df", [0, params.PEAK_DF + 1])
+def test_a_peak_neighbourhood_outside_the_guard_band_is_refused(peak_df: int) -> None:
+    """The spectrogram reaches PEAK_DF bins beyond the band: a wider maximum would compare against bins it does not have."""
+    with pytest.raises(ValueError, match=f"peak_df must be 1 to {params.PEAK_DF} bins"):
+        Extractor(LIVE._replace(peak_df=peak_df))
