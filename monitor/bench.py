@@ -320,6 +320,12 @@ def score_detections(streams: list[Stream], events: list[dict[str, object]], ids
                 d.false += 1
             elif any(stream.origin_ns / 1e9 + p.stream_start <= until_ns / 1e9 - 30.0 for p in inside):
                 d.split += 1  # (a play that started too late to be scored is not scored in pieces either)
+                play = inside[0]
+                print(
+                    f"split: {stream.name} {Path(str(play.recording)).name} (track {e['track_id']}), played from"
+                    f" {play.stream_start:.1f} s to {play.stream_end:.1f} s of the stream, announced again from"
+                    f" {at - stream.origin_ns / 1e9:.1f} s{', talk-over' if play.talk_over else ''}", file=sys.stderr,
+                )  # fmt: skip
     return out
 
 
