@@ -61,7 +61,10 @@ KEEP_S = 60.0  # hits on recordings in play kept this long, to weigh a play's ti
 # play locked onto has run out; a play that really moved, the DJ jumping or
 # the recording starting again, has no support on the rival's timeline
 # before the move). Music that repeats itself all through supports many
-# timelines about equally: these margins keep the play where it is.
+# timelines about equally: these margins keep the play where it is. A play
+# whose timeline has run past its recording's end while the recording still
+# matches was on a later occurrence of a passage: a rival that keeps the
+# play inside the recording takes it over whatever the margins say.
 REALIGN_WHILE_SUPPORTED = 1.5
 REALIGN_WHEN_LOST = 1.0
 MAX_SEQUENCE_JUMP = 1_000_000  # chunks; more is corruption, not a capture gap
@@ -328,8 +331,11 @@ class StreamProcessor:
 
         tolerance = self.tracker.ref_tolerance_s
         started = play.started_at - self._origin_s
-        if line(started) < -tolerance or line(play.last_seen - self._origin_s) > matcher.track_seconds(play.track) + tolerance:
+        length = matcher.track_seconds(play.track)
+        if line(started) < -tolerance or line(play.last_seen - self._origin_s) > length + tolerance:
             return False  # the play would lie outside the recording
+        if play.expected_ref(self._origin_s + rival.query_end) > length + tolerance:
+            return True  # the play's timeline ran past the recording's end: it was on another occurrence of a passage
         hi = rival.query_start * FRAME_RATE
         lo = started * FRAME_RATE
         anchors = self._anchors[(self._anchors >= lo) & (self._anchors < hi)]

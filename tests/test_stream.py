@@ -10,13 +10,13 @@ import pytest
 from fingerprint import matcher as matcher_mod
 from fingerprint.index import IndexBuilder
 from fingerprint.landmarks import Landmarks, extract
-from fingerprint.matcher import MAX_KEY_POSTINGS, Matcher
+from fingerprint.matcher import MAX_KEY_POSTINGS, Hits, Match, Matcher
 from fingerprint.resample import StreamingResampler
 from fingerprint.spectrum import n_frames_for
 from fingerprint.synth import music
 from monitor.chunks import decode, encode
 from monitor.stream import Accepted, SequenceError, StreamProcessor
-from monitor.tracker import ENDED, STARTED, PlayEvent
+from monitor.tracker import ENDED, STARTED, Play, PlayEvent
 
 T0_NS = 1_780_000_000 * 10**9
 RATE = 16000
@@ -244,6 +244,28 @@ def test_a_play_found_on_a_repeated_passage_s_other_occurrence_moves_to_its_true
     assert ended.play.started_at - T0_NS / 1e9 == pytest.approx(5.0, abs=2.0)
     assert ended.play.last_seen - T0_NS / 1e9 == pytest.approx(39.0, abs=2.0)
     assert ended.play.ref_start == pytest.approx(40.0, abs=2.0) and ended.play.ref_end == pytest.approx(74.0, abs=2.0)
+
+
+@pytest.mark.parametrize(
+    ("play_ref", "rival_ref", "moves"),
+    [
+        ((50.0, 60.0), 19.0, True),  # the play ran past the 60 s recording's end: it was on another occurrence
+        ((50.0, 60.0), 5.0, False),  # ... but the rival would start the play before the recording: a new play
+        ((30.0, 40.0), 19.0, False),  # the play still inside its recording: the heard audio has to decide
+    ],
+)
+def test_a_play_that_ran_past_its_recording_s_end_moves_onto_a_rival_timeline(
+    play_ref: tuple[float, float], rival_ref: float, moves: bool
+) -> None:
+    """A play placed on the later occurrence of a passage runs past the recording's end while the music goes
+    on: its timeline is impossible, so a rival timeline of the recording that keeps the play inside it takes
+    the play over, however weakly the audio before (under talk-over, say) supports the rival."""
+    matcher = _one_recording(music(60.0, 39, sr=RATE))
+    proc = StreamProcessor("fm", lambda: matcher)
+    proc._kept, proc._kept_of = {"song": Hits.concat([])}, matcher  # no audio kept: the rule alone decides
+    play = Play("fm", "song", 100.0, 110.0, *play_ref, 1.0, 0.5, 50, 5, True)
+    rival = Match("song", 0.5, 20, 109.0, 117.0, rival_ref, rival_ref + 8.0, 1.0)
+    assert proc._fits_better(matcher, play, rival, supported=False) is moves
 
 
 @pytest.mark.parametrize("jump", ["back_to_back", "ahead"])
