@@ -22,7 +22,7 @@ from fingerprint import matcher as matcher_mod
 from fingerprint import params
 from fingerprint.index import Index, IndexBuilder
 from fingerprint.landmarks import LIVE, QUERY, Landmarks, extract
-from fingerprint.matcher import MAX_KEY_POSTINGS, Match, Matcher, plausible_distortion
+from fingerprint.matcher import MAX_KEY_POSTINGS, Hits, Match, Matcher, plausible_distortion
 from fingerprint.spectrum import n_frames_for
 from fingerprint.synth import music
 
@@ -480,13 +480,21 @@ def test_lookup_within_finds_the_common_keys_of_one_recording(
         matcher.lookup_within(query, "not in the index")
 
 
-def test_a_play_short_of_rare_keys_is_confirmed_on_its_common_keys(
+@pytest.fixture(scope="module")
+def short_of_rare(
     mostly_common: tuple[Matcher, str], references: dict[str, np.ndarray]
-) -> None:
-    """Five seconds of the track hold too few rare anchors for the vote; its common keys, looked up in the track alone, confirm it."""
+) -> tuple[Matcher, str, Landmarks, Hits]:
+    """Five seconds of that track from 20 s, played 2 % fast, as a live stream extracts them, and their hits."""
     matcher, track = mostly_common
     query = extract(as_query(cut(references[track], 20.0, 5.0, speed=1.02)), LIVE)
-    hits = matcher.lookup(query)
+    return matcher, track, query, matcher.lookup(query)
+
+
+def test_a_play_short_of_rare_keys_is_confirmed_on_its_common_keys(
+    short_of_rare: tuple[Matcher, str, Landmarks, Hits],
+) -> None:
+    """Five seconds of the track hold too few rare anchors for the vote; its common keys, looked up in the track alone, confirm it."""
+    matcher, track, query, hits = short_of_rare
     assert matcher.vote(hits, query.t) == []
     (found,) = matcher.vote(hits, query.t, landmarks=query)
     assert found.track == track
@@ -495,13 +503,9 @@ def test_a_play_short_of_rare_keys_is_confirmed_on_its_common_keys(
     assert found.ref_start == pytest.approx(20.0 + 1.02 * found.query_start - 1.02 * query.t.min() / params.FRAME_RATE, abs=0.2)
 
 
-def test_verify_confirms_an_expected_alignment_on_common_keys(
-    mostly_common: tuple[Matcher, str], references: dict[str, np.ndarray]
-) -> None:
+def test_verify_confirms_an_expected_alignment_on_common_keys(short_of_rare: tuple[Matcher, str, Landmarks, Hits]) -> None:
     """A play's own timeline is weighed as the vote weighs a rival: short of rare keys, confirmed on common ones."""
-    matcher, track = mostly_common
-    query = extract(as_query(cut(references[track], 20.0, 5.0, speed=1.02)), LIVE)
-    hits = matcher.lookup(query)
+    matcher, track, query, hits = short_of_rare
     ref_s = 20.0 + 1.02 * query.t.min() / params.FRAME_RATE  # the recording time at the first anchor
     assert matcher.verify(hits, query.t, track, ref_s, 1.02) is None
     found = matcher.verify(hits, query.t, track, ref_s, 1.02, landmarks=query)
