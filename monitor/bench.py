@@ -15,6 +15,8 @@ What it measures, on a catalogue of about 100 h (``--tracks``):
   to the ``detected_at`` of its ``play.started`` event, and the plays found
   and missed, plays reported that were not played, and further
   ``play.started`` inside a play already found (a play reported in pieces);
+- start accuracy: how far each found play's reported start is from its true
+  start (p50 / p95 of the error, and how many within 2 s);
 - memory: the worker's resident memory at each step, and per stream (the
   slope over the steps).
 
@@ -64,6 +66,7 @@ from monitor.simulate import TruthPlay, compose
 
 FILE_RATE = 16000
 SAMPLE_EVERY_S = 5.0
+START_TOLERANCE_S = 2.0  # a play's reported start this close to its true start is right (the end-to-end tests' bound)
 
 
 def reverse(sources: list[Path], folder: Path) -> list[Path]:
@@ -270,6 +273,14 @@ class Detection:
     reported: list[float]  # stream seconds, the play's reported start -> detected_at (the worker's metric)
     talk_over: list[bool] = field(default_factory=list)  # per found play, as latencies: talked over at its start
 
+    def start_accuracy(self) -> str:
+        """How far reported starts are from true ones: |error| p50 / p95 (s), and how many within START_TOLERANCE_S."""
+        if not self.latencies:
+            return "-"
+        errors = np.abs(np.array(self.latencies) - np.array(self.reported))  # reported start - true start
+        within = int((errors <= START_TOLERANCE_S).sum())
+        return f"{np.median(errors):.1f} / {np.percentile(errors, 95):.1f} ({within} of {errors.size} within {START_TOLERANCE_S:g} s)"
+
 
 def score_detections(streams: list[Stream], events: list[dict[str, object]], ids: dict[str, int], until_ns: int) -> dict[int, Detection]:
     """Per step (its stream count): truth plays that started at least 30 s before ``until_ns``, found or not."""
@@ -445,8 +456,8 @@ def report(args: argparse.Namespace, steps: list[Step], detections: dict[int, De
         "",
         "| streams | sustained | backlog at end (chunks) | worker CPU (cores) | streams per core"
         " | chunk p50 / p99 (ms) | RSS (MB) | plays found / missed / false / split"
-        " | latency from true start p50 / p95 (s) | from reported start p50 / p95 (s) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " | latency from true start p50 / p95 (s) | from reported start p50 / p95 (s) | start error p50 / p95 (s) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rss = []
     for step in steps:
@@ -463,7 +474,8 @@ def report(args: argparse.Namespace, steps: list[Step], detections: dict[int, De
         lines.append(
             f"| {step.streams} | {'yes' if ok else 'no'} | {backlog} | {cores:.2f} | {step.streams / max(cores, 1e-9):.0f}"
             f" | {p50:.1f} / {p99:.1f} | {last.rss / 1e6:.0f} | {d.found} / {d.missed} / {d.false} / {d.split}"
-            f" | {np.median(lat):.1f} / {np.percentile(lat, 95):.1f} | {np.median(rep):.1f} / {np.percentile(rep, 95):.1f} |"
+            f" | {np.median(lat):.1f} / {np.percentile(lat, 95):.1f} | {np.median(rep):.1f} / {np.percentile(rep, 95):.1f}"
+            f" | {d.start_accuracy()} |"
         )
     if len(rss) >= 2:
         streams, resident = np.array(rss, np.float64).T

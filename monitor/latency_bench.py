@@ -15,7 +15,8 @@ For each chunk length: ground-truth plays found, missed, false and split
 time from a play's true start (fade-in included) to the end of the chunk
 whose processing announced it, p50/p95, overall and split by talk-over;
 the same from the play's reported start (what the worker's
-``castwatch_detection_latency_seconds`` observes); the CPU time of
+``castwatch_detection_latency_seconds`` observes); how far the reported
+starts are from the true ones; the CPU time of
 ``StreamProcessor.feed`` per second of stream; and, with
 ``--unknown-hours``, the plays announced on that many hours of broadcast
 holding nothing from the catalogue (``monitor.simulate.compose_unknown``:
@@ -258,8 +259,8 @@ def report(args: argparse.Namespace, rows: list[tuple[float, Detection, float, i
         f" p50 / p95. Evidence threshold: {args.min_aligned} aligned anchors per window.",
         "",
         "| chunk (s) | found / missed / false / split | from true start | no talk-over | with talk-over"
-        f" | from reported start | CPU per stream-second (ms) | plays on {args.unknown_hours:g} h not in the catalogue |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f" | from reported start | start error | CPU per stream-second (ms) | plays on {args.unknown_hours:g} h not in the catalogue |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for chunk_s, d, cpu_per_s, false_unknown in rows:
         quiet = [x for x, talk in zip(d.latencies, d.talk_over) if not talk]
@@ -267,7 +268,7 @@ def report(args: argparse.Namespace, rows: list[tuple[float, Detection, float, i
         lines.append(
             f"| {chunk_s:g} | {d.found} / {d.missed} / {d.false} / {d.split} | {_percentiles(d.latencies)}"
             f" | {_percentiles(quiet)} ({len(quiet)}) | {_percentiles(talked)} ({len(talked)})"
-            f" | {_percentiles(d.reported)} | {cpu_per_s * 1e3:.2f} | {false_unknown if args.unknown_hours else '-'} |"
+            f" | {_percentiles(d.reported)} | {d.start_accuracy()} | {cpu_per_s * 1e3:.2f} | {false_unknown if args.unknown_hours else '-'} |"
         )
     return "\n".join(lines + [""])
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from monitor.bench import Stream, score_detections
+from monitor.bench import Detection, Stream, score_detections
 from monitor.simulate import TruthPlay
 
 ORIGIN_NS = 1_780_000_000 * 10**9
@@ -41,3 +41,8 @@ def test_found_missed_false_and_split_plays() -> None:
     assert d.latencies == [6.0, 21.0]
     assert d.reported == [5.0, 6.0]
     assert d.talk_over == [False, True]
+    assert d.start_accuracy() == "8.0 / 14.3 (1 of 2 within 2 s)"  # reported 1 s and 15 s after the true starts
+
+
+def test_start_accuracy_of_no_play_is_a_dash() -> None:
+    assert Detection(0, 0, 0, 0, [], []).start_accuracy() == "-"
