@@ -16,7 +16,9 @@ live stream can look up each landmark once and vote over a sliding window.
 Keys with many postings are left out of both; given the window's landmarks,
 ``vote`` looks them up for its best candidates short of the threshold, in
 each candidate's own recording only (``lookup_within``), and confirms a
-candidate that aligns well enough on all keys together.
+candidate that aligns well enough on all keys together. ``onset`` follows a
+match's line back through earlier landmarks, on every key of its recording,
+to where a live stream's play began.
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ MIN_FIT_SPAN_S = 3.0  # query seconds of aligned hits needed to fit the speed ra
 CONFIRM_MIN_RARE = 4
 CONFIRM_MIN_ALIGNED = 20
 CONFIRM_CANDIDATES = 4
+# ``onset``: a match is extended back along its line over gaps in its aligned
+# anchors of up to this long (a play's first seconds hold 5-8 a second).
+ONSET_MAX_GAP_S = 2.5
+ONSET_STEP_S = 6.0  # ... looked up this far back first (most plays are found within it)
 
 
 class LookupConfig(NamedTuple):
@@ -698,6 +704,71 @@ class Matcher:
         if found is None and landmarks is not None:
             found = self._on_all_keys(own, landmarks, None, position, speed, offset, t0, t_sorted)
         return None if found is None else found[0]
+
+    def onset(self, landmarks: Landmarks, match: Match, max_gap_s: float = ONSET_MAX_GAP_S) -> Match:
+        """``match`` moved back along its line to where the recording begins to be heard in ``landmarks``.
+
+        A window's match starts at its first aligned anchor, but a play is
+        found only once enough of it has been heard: under talk-over or a
+        long crossfade that can be seconds after it began, and the window
+        may no longer reach back there. Given the line, the evidence is
+        plain: hits of every key of the recording, rare or common, that lie
+        on it (speed and pitch consistent with the match) come at 5-8 per
+        second from a play's first second on and at about 0.01 per second
+        elsewhere (docs/engine.md). The match is extended back from anchor
+        to aligned anchor while no two are more than ``max_gap_s`` apart;
+        ``landmarks`` (anchor frames on the match's time axis, sorted) bound
+        how far. They are looked up ONSET_STEP_S before the match first, all
+        of them only if the walk reaches that far.
+        """
+        position = self._position.get(match.track)
+        if position is None or len(landmarks) == 0:
+            return match
+        first, last = match.query_start * FRAME_RATE, match.query_end * FRAME_RATE
+        gap = max_gap_s * FRAME_RATE
+        reach = first - ONSET_STEP_S * FRAME_RATE
+        while True:
+            anchors = self._on_line(landmarks.take(slice(*np.searchsorted(landmarks.t, [reach, last], side="right"))), match, position)
+            if anchors is None:
+                return match
+            start = first
+            for anchor in anchors[anchors < first][::-1]:
+                if start - anchor > gap:
+                    break
+                start = float(anchor)
+            if start - reach > gap or reach < landmarks.t[0]:
+                break
+            reach = -np.inf
+        if start == first:
+            return match
+        back = (first - start) / FRAME_RATE
+        return replace(match, query_start=start / FRAME_RATE, ref_start=match.ref_start - match.speed * back)
+
+    def _on_line(self, landmarks: Landmarks, match: Match, position: int) -> np.ndarray | None:
+        """Anchor frames (sorted, distinct) of ``landmarks`` with a hit of any key on ``match``'s line; None if it has none within the match."""
+        lo, hi = int(self.index.starts[position]), int(self.index.starts[position + 1])
+        keys, owner = probe_keys(landmarks)
+        which, frame, log2_speed, speed_tol, transposition = _lookup_within(
+            keys,
+            owner,
+            np.ascontiguousarray(landmarks.dt3, dtype=np.float32),
+            np.ascontiguousarray(landmarks.lf1, dtype=np.float32),
+            self.index.directory,
+            self.index.records,
+            -1,  # every key, however rare
+            lo,
+            hi,
+            LOOKUP_CONFIG,
+        )
+        t = landmarks.t[which].astype(np.float64)
+        first = match.query_start * FRAME_RATE
+        expected = lo + match.ref_start * FRAME_RATE + match.speed * (t - first)
+        on = (np.abs(frame - expected) <= ALIGN_TOLERANCE) & (np.abs(log2_speed - np.log2(match.speed)) <= speed_tol)
+        inside = on & (t >= first)
+        if not inside.any():
+            return None
+        on &= np.abs(transposition - np.median(transposition[inside])) <= PITCH_TOL_OCT
+        return np.unique(t[on])
 
     def track_seconds(self, track: str) -> float:
         """Length of a recording in the index (KeyError if it is not there)."""

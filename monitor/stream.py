@@ -19,7 +19,11 @@ offline matching uses: a play that has just begun is found in the newest
 seconds of audio whatever the window, a 10 s window only voted every hit
 twice (on a simulated broadcast against a 47 h catalogue: the same plays
 found, detection latency no worse, half the voting time), and a play in
-progress needs only each window to confirm its timeline.
+progress needs only each window to confirm its timeline. A play found late
+(under talk-over, after a long crossfade) is reported from where it began,
+not from where the window that found it begins: ``ONSET_S`` of final
+landmarks before the window are kept, and a match of a recording not in
+play follows its line back through them (``Matcher.onset``).
 
 Audio is continuous within a *segment*: consecutive sequence numbers at one
 sample rate. Stream time of a segment's audio is its first chunk's capture
@@ -38,6 +42,7 @@ time plus samples elapsed, so capture-clock jitter does not stretch it.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -54,6 +59,10 @@ from monitor.tracker import Evidence, Play, PlayEvent, PlayTracker
 WINDOW_S = 5.0
 STEP_S = 1.0  # least new final audio between two decisions
 KEEP_S = 60.0  # hits on recordings in play kept this long, to weigh a play's timeline against a rival
+# Final landmarks kept this long before a window, so that a play found late
+# (under talk-over, after a long crossfade) is reported from where it began
+# (``Matcher.onset``): plays are found up to about 10 s after their start.
+ONSET_S = 15.0
 # A rival timeline takes over a play when the audio before it fits the rival
 # at least this many times as well as the play's own timeline: if the play's
 # timeline still fits the newest window, by far (the play is on the other
@@ -114,6 +123,7 @@ class StreamProcessor:
         self._resampler: StreamingResampler | None = None
         self._extractor: Extractor | None = None
         self._recent = Landmarks.empty()
+        self._past: deque[Landmarks] = deque()  # final landmarks of the ONSET_S before ``_recent``, as they left it
         self._hits = Hits.concat([])  # index hits of ``_recent`` by ``_hits_of``
         self._hits_of: Matcher | None = None
         self._decided = 0  # end frame of the last window decided
@@ -214,6 +224,7 @@ class StreamProcessor:
         self._resampler = StreamingResampler(chunk.rate, SAMPLE_RATE)
         self._extractor = Extractor(LIVE)
         self._recent = Landmarks.empty()
+        self._past.clear()
         self._hits = Hits.concat([])
         self._decided = 0
         self._settled = 0
@@ -264,6 +275,11 @@ class StreamProcessor:
         start_frame = min(end_frame - self._window, self._settled) if self._decided else end_frame - self._window
         self._decided = end_frame
         self._settled = end_frame if settled is None else settled
+        left = self._recent.take(self._recent.t < start_frame)
+        if len(left):
+            self._past.append(left)
+        while self._past and self._past[0].t.max() < start_frame - ONSET_S * FRAME_RATE:
+            self._past.popleft()
         self._recent = self._recent.take(self._recent.t >= start_frame)
         self._hits = self._hits.take(self._hits.t >= start_frame)
         matcher = self._matcher()
@@ -282,6 +298,7 @@ class StreamProcessor:
         hits, window = hits.take(hits.t < end_frame), recent.take(in_window)
         query_t = window.t
         matches = self._keep_timelines(matcher, hits, window, matcher.vote(hits, query_t, landmarks=window))
+        matches = self._onsets(matcher, window, matches)
         events = self.tracker.observe(self._origin_s + end_frame / FRAME_RATE, [self._evidence(m) for m in matches])
         self._keep(matcher)
         return events
@@ -319,6 +336,20 @@ class StreamProcessor:
                 others.append(on_line)
             matches = others
         return matches
+
+    def _onsets(self, matcher: Matcher, window: Landmarks, matches: list[Match]) -> list[Match]:
+        """Matches of recordings not in play moved back to where they began to be heard (``Matcher.onset``).
+
+        A play starts at its first match; the window that found it may
+        begin after the play did. A recording already in play is left
+        alone: its plays hold their own starts, and a new timeline of it
+        (a repeat) must begin after them.
+        """
+        playing = {p.track for p in self.tracker.plays}
+        if all(m.track in playing for m in matches):
+            return matches
+        heard = Landmarks.concat([*self._past, window])
+        return [m if m.track in playing else matcher.onset(heard, m) for m in matches]
 
     def _fits_better(self, matcher: Matcher, play: Play, rival: Match, supported: bool) -> bool:
         """Whether the kept audio of ``play`` before ``rival`` fits the rival's timeline better (see REALIGN_*)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
@@ -438,6 +438,40 @@ def test_hits_of_keeps_one_recording_and_track_seconds_is_its_length(matcher: Ma
     assert matcher.track_seconds(track) == pytest.approx(frames / params.FRAME_RATE)
     with pytest.raises(KeyError):
         matcher.track_seconds("not in the index")
+
+
+def test_onset_moves_a_late_match_back_to_where_its_recording_began(matcher: Matcher, references: dict[str, np.ndarray]) -> None:
+    """A match found on the last seconds of a play is extended back along its line, over every key, to the play's first seconds."""
+    track = TRACK_IDS[5]
+    before = as_query(music(6.0, OTHER_SEEDS[0]))
+    played = as_query(cut(references[track], 10.0, 14.0, speed=1.02))
+
+    def late_match(samples: np.ndarray) -> tuple[Landmarks, Match]:
+        query = extract(np.concatenate([before, samples]), LIVE)
+        hits = matcher.lookup(query)
+        late = round(15.0 * params.FRAME_RATE)
+        (found,) = matcher.vote(hits.take(hits.t >= late), query.t[query.t >= late], 1)
+        assert found.track == track and found.query_start >= 14.9
+        return query, found
+
+    query, found = late_match(played)
+    moved = matcher.onset(query, found)
+    assert moved.query_start == pytest.approx(6.0, abs=0.5)
+    assert moved.ref_start == pytest.approx(10.0 + 1.02 * (moved.query_start - 6.0), abs=0.2)
+    assert (moved.track, moved.query_end, moved.ref_end, moved.speed, moved.count) == (
+        found.track, found.query_end, found.ref_end, found.speed, found.count
+    )  # fmt: skip
+
+    gapped = played.copy()
+    gapped[round(4.0 * SR) : round(8.0 * SR)] = 0.0  # a dropout longer than ONSET_MAX_GAP_S: the play is heard from after it
+    query, found = late_match(gapped)
+    assert matcher.onset(query, found).query_start == pytest.approx(14.0, abs=0.7)
+    assert matcher.onset(query, found, max_gap_s=6.0).query_start == pytest.approx(6.0, abs=0.5)
+
+    query, found = late_match(played)
+    elsewhere = replace(found, ref_start=found.ref_start + 7.0)  # a line the audio does not follow
+    assert matcher.onset(query, elsewhere) == elsewhere
+    assert matcher.onset(query, replace(found, track="not in the index")).query_start == found.query_start
 
 
 # --- confirmation on common keys ----------------------------------------------------------------------

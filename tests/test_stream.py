@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fingerprint import matcher as matcher_mod
+from fingerprint.bench.degrade import talk_over
 from fingerprint.index import IndexBuilder
 from fingerprint.landmarks import Landmarks, extract
 from fingerprint.matcher import MAX_KEY_POSTINGS, Hits, Match, Matcher
@@ -15,7 +16,8 @@ from fingerprint.resample import StreamingResampler
 from fingerprint.spectrum import n_frames_for
 from fingerprint.synth import music
 from monitor.chunks import decode, encode
-from monitor.stream import Accepted, SequenceError, StreamProcessor
+from monitor.simulate import speech_like
+from monitor.stream import WINDOW_S, Accepted, SequenceError, StreamProcessor
 from monitor.tracker import ENDED, STARTED, Play, PlayEvent
 
 T0_NS = 1_780_000_000 * 10**9
@@ -193,6 +195,24 @@ def test_restored_processor_continues_the_same_play(catalogue) -> None:
     want = {e.play.track: e.play for e in expected if e.kind == ENDED}
     for track in want:
         assert ended[track].last_seen == pytest.approx(want[track].last_seen, abs=2.0)
+
+
+def test_a_play_found_late_is_reported_from_where_it_began(catalogue) -> None:
+    """Under a loud voice a play is announced long after it began, by a window that starts after it; it is reported from its start."""
+    matcher, audio = catalogue
+    strict = Matcher(matcher.index, min_aligned=20)  # with 3 recordings every key is rare: ask for more evidence
+    rng = np.random.default_rng(3)
+    played = audio["c"][5 * RATE : 45 * RATE].copy()
+    played[: 12 * RATE] = talk_over(played[: 12 * RATE], speech_like(12.0, rng, RATE), RATE, -10.0)
+    x = np.concatenate(((0.05 * rng.standard_normal(8 * RATE)).astype(np.float32), played))
+    proc = StreamProcessor("fm", lambda: strict)
+    started = []
+    for chunk in chunks(x, [RATE]):
+        started += [(proc.end_s - T0_NS / 1e9, e.play) for e in proc.feed(chunk).events if e.kind == STARTED]
+    ((announced, play),) = started
+    assert announced - 8.0 > WINDOW_S + 2.0
+    assert play.started_at - T0_NS / 1e9 == pytest.approx(8.0, abs=1.0)
+    assert play.ref_start == pytest.approx(5.0, abs=1.0)
 
 
 def test_a_looped_section_is_one_play_not_one_per_repetition() -> None:
