@@ -78,6 +78,7 @@ CONFIRM_CANDIDATES = 4
 # anchors of up to this long (a play's first seconds hold 5-8 a second).
 ONSET_MAX_GAP_S = 2.5
 ONSET_STEP_S = 6.0  # ... looked up this far back first (most plays are found within it)
+ONSET_REFITS = 2  # ... and its line refitted on the longer span at most this many times
 
 
 class LookupConfig(NamedTuple):
@@ -716,7 +717,9 @@ class Matcher:
         on it (speed and pitch consistent with the match) come at 5-8 per
         second from a play's first second on and at about 0.01 per second
         elsewhere (docs/engine.md). The match is extended back from anchor
-        to aligned anchor while no two are more than ``max_gap_s`` apart;
+        to aligned anchor while no two are more than ``max_gap_s`` apart,
+        and its line refitted on the longer span (a match found on a few
+        seconds may carry its speed hypothesis, not the speed);
         ``landmarks`` (anchor frames on the match's time axis, sorted) bound
         how far. They are looked up ONSET_STEP_S before the match first, all
         of them only if the walk reaches that far.
@@ -724,51 +727,63 @@ class Matcher:
         position = self._position.get(match.track)
         if position is None or len(landmarks) == 0:
             return match
+        lo, hi = int(self.index.starts[position]), int(self.index.starts[position + 1])
         first, last = match.query_start * FRAME_RATE, match.query_end * FRAME_RATE
-        gap = max_gap_s * FRAME_RATE
         reach = first - ONSET_STEP_S * FRAME_RATE
         while True:
-            anchors = self._on_line(landmarks.take(slice(*np.searchsorted(landmarks.t, [reach, last], side="right"))), match, position)
-            if anchors is None:
+            part = landmarks.take(slice(*np.searchsorted(landmarks.t, [reach, last], side="right")))
+            keys, owner = probe_keys(part)
+            which, frame, log2_speed, speed_tol, transposition = _lookup_within(
+                keys,
+                owner,
+                np.ascontiguousarray(part.dt3, dtype=np.float32),
+                np.ascontiguousarray(part.lf1, dtype=np.float32),
+                self.index.directory,
+                self.index.records,
+                -1,  # every key, however rare
+                lo,
+                hi,
+                LOOKUP_CONFIG,
+            )
+            hits = Hits(which, part.t[which], frame, log2_speed, speed_tol, transposition)
+            found = self._walk_back(hits, match, lo, max_gap_s * FRAME_RATE)
+            if found is None:
                 return match
-            start = first
-            for anchor in anchors[anchors < first][::-1]:
-                if start - anchor > gap:
-                    break
-                start = float(anchor)
-            if start - reach > gap or reach < landmarks.t[0]:
+            start, speed, ref_first = found
+            if start - reach > max_gap_s * FRAME_RATE or reach < landmarks.t[0]:
                 break
             reach = -np.inf
         if start == first:
             return match
-        back = (first - start) / FRAME_RATE
-        return replace(match, query_start=start / FRAME_RATE, ref_start=match.ref_start - match.speed * back)
+        return replace(match, query_start=start / FRAME_RATE, ref_start=ref_first + speed * (start - first) / FRAME_RATE, speed=speed)
 
-    def _on_line(self, landmarks: Landmarks, match: Match, position: int) -> np.ndarray | None:
-        """Anchor frames (sorted, distinct) of ``landmarks`` with a hit of any key on ``match``'s line; None if it has none within the match."""
-        lo, hi = int(self.index.starts[position]), int(self.index.starts[position + 1])
-        keys, owner = probe_keys(landmarks)
-        which, frame, log2_speed, speed_tol, transposition = _lookup_within(
-            keys,
-            owner,
-            np.ascontiguousarray(landmarks.dt3, dtype=np.float32),
-            np.ascontiguousarray(landmarks.lf1, dtype=np.float32),
-            self.index.directory,
-            self.index.records,
-            -1,  # every key, however rare
-            lo,
-            hi,
-            LOOKUP_CONFIG,
-        )
-        t = landmarks.t[which].astype(np.float64)
+    @staticmethod
+    def _walk_back(hits: Hits, match: Match, lo: int, gap: float) -> tuple[float, float, float] | None:
+        """(first frame reached, speed, recording time at the match's start) for ``onset``; None if no hit lies on the match."""
+        t, frame = hits.t.astype(np.float64), hits.frame.astype(np.float64)
         first = match.query_start * FRAME_RATE
-        expected = lo + match.ref_start * FRAME_RATE + match.speed * (t - first)
-        on = (np.abs(frame - expected) <= ALIGN_TOLERANCE) & (np.abs(log2_speed - np.log2(match.speed)) <= speed_tol)
-        inside = on & (t >= first)
-        if not inside.any():
-            return None
-        on &= np.abs(transposition - np.median(transposition[inside])) <= PITCH_TOL_OCT
-        return np.unique(t[on])
+        speed, ref_first = match.speed, match.ref_start
+        start = first
+        for refit in range(ONSET_REFITS + 1):
+            expected = lo + ref_first * FRAME_RATE + speed * (t - first)
+            on = (np.abs(frame - expected) <= ALIGN_TOLERANCE) & (np.abs(hits.log2_speed - np.log2(speed)) <= hits.speed_tol)
+            inside = on & (t >= first)
+            if not inside.any():
+                return None if refit == 0 else (start, speed, ref_first)
+            on &= np.abs(hits.transposition - np.median(hits.transposition[inside])) <= PITCH_TOL_OCT
+            start = first
+            for anchor in np.unique(t[on & (t < first)])[::-1]:
+                if start - anchor > gap:
+                    break
+                start = float(anchor)
+            fit = on & (t >= start)
+            if refit == ONSET_REFITS or start == first or t[fit].max() - start < MIN_FIT_SPAN_S * FRAME_RATE or fit.sum() < 8:
+                break
+            slope, intercept = np.polyfit(t[fit] - first, frame[fit] - lo, 1)
+            if not plausible_distortion(float(np.median(hits.transposition[fit])), float(np.log2(slope))):
+                break
+            speed, ref_first = float(slope), float(intercept) / FRAME_RATE
+        return start, speed, ref_first
 
     def track_seconds(self, track: str) -> float:
         """Length of a recording in the index (KeyError if it is not there)."""
