@@ -437,9 +437,15 @@ class LocalBroker:
     def _wait_ready(
         self, pid: int, deadline: float, timeout_s: float, process: subprocess.Popen[bytes] | None
     ) -> None:
-        """Wait until a metadata request lists this broker; a clear error with its log if it dies or hangs."""
+        """Wait until a metadata request lists this broker; a clear error with its log if it dies or hangs.
+
+        A broker this process launched is alive until its ``process`` ends;
+        /proc is only asked about one started elsewhere (in a test run a
+        restarted broker whose /proc command line did not read as the
+        broker's was reported as exited, and was still running 10 s later).
+        """
         while True:
-            if not self._is_ours(pid):
+            if not (process.poll() is None if process is not None else self._is_ours(pid)):
                 raise LocalBrokerError(
                     f"the Kafka broker in {self.datadir} exited while starting{_exit_status(process)};"
                     f" its log says:\n{self._log_excerpt()}"
