@@ -634,8 +634,10 @@ class Matcher:
         )
         return Hits(which + first_serial, landmarks.t[which], frame, log2_speed, speed_tol, transposition)
 
-    def lookup_within(self, landmarks: Landmarks, track: str, probes: tuple[np.ndarray, np.ndarray] | None = None) -> Hits:
-        """The hits ``lookup`` leaves out (keys with more than ``max_postings``) on one recording.
+    def lookup_within(
+        self, landmarks: Landmarks, track: str, probes: tuple[np.ndarray, np.ndarray] | None = None, every: bool = False
+    ) -> Hits:
+        """The hits ``lookup`` leaves out (keys with more than ``max_postings``) on one recording; ``every``: all its hits.
 
         ``probes``: ``probe_keys(landmarks)`` if already computed. Serials
         number ``landmarks`` from 0.
@@ -649,7 +651,7 @@ class Matcher:
             np.ascontiguousarray(landmarks.lf1, dtype=np.float32),
             self.index.directory,
             self.index.records,
-            self.max_postings,
+            -1 if every else self.max_postings,
             int(self.index.starts[position]),
             int(self.index.starts[position + 1]),
             LOOKUP_CONFIG,
@@ -727,26 +729,12 @@ class Matcher:
         position = self._position.get(match.track)
         if position is None or len(landmarks) == 0:
             return match
-        lo, hi = int(self.index.starts[position]), int(self.index.starts[position + 1])
+        lo = int(self.index.starts[position])
         first, last = match.query_start * FRAME_RATE, match.query_end * FRAME_RATE
         reach = first - ONSET_STEP_S * FRAME_RATE
         while True:
             part = landmarks.take(slice(*np.searchsorted(landmarks.t, [reach, last], side="right")))
-            keys, owner = probe_keys(part)
-            which, frame, log2_speed, speed_tol, transposition = _lookup_within(
-                keys,
-                owner,
-                np.ascontiguousarray(part.dt3, dtype=np.float32),
-                np.ascontiguousarray(part.lf1, dtype=np.float32),
-                self.index.directory,
-                self.index.records,
-                -1,  # every key, however rare
-                lo,
-                hi,
-                LOOKUP_CONFIG,
-            )
-            hits = Hits(which, part.t[which], frame, log2_speed, speed_tol, transposition)
-            found = self._walk_back(hits, match, lo, max_gap_s * FRAME_RATE)
+            found = self._walk_back(self.lookup_within(part, match.track, every=True), match, lo, max_gap_s * FRAME_RATE)
             if found is None:
                 return match
             start, speed, ref_first = found
