@@ -840,15 +840,16 @@ class Matcher:
                 continue
             done.append((offset, speed))
             own = order[offsets[track] : offsets[track + 1]]
-            line = self._fit(hits.take(own), rel_t[own], frame[own], speed, offset, track)
+            own_hits = hits.take(own)
+            line = self._fit(own_hits, rel_t[own], frame[own], speed, offset, track)
             if line is None:
                 continue
             slope, intercept, aligned = line
-            found = self._accept(hits.take(own), rel_t[own], slope, intercept, aligned, track, t0, t_sorted)
+            found = self._accept(own_hits, rel_t[own], slope, intercept, aligned, track, t0, t_sorted)
             if found is not None and (track not in best or found[0].count > best[track][0].count):
                 best[track] = found
             elif found is None:
-                short.append((int(np.unique(hits.t[own[aligned]]).shape[0]), track, slope, intercept))
+                short.append((int(np.unique(own_hits.t[aligned]).shape[0]), track, slope, intercept))
         if landmarks is not None:
             self._confirm(hits, landmarks, short, best, t0, t_sorted)
         return sorted(best.values(), key=lambda f: (-f[0].count, f[0].track))
