@@ -295,7 +295,10 @@ class StreamProcessor:
             events = self.tracker.observe(self._origin_s + end_frame / FRAME_RATE, [])
             self._keep(matcher)
             return events
-        hits, window = hits.take(hits.t < end_frame), recent.take(in_window)
+        if in_window.all():  # the usual case: nothing is anchored past the end, nothing to copy
+            window = recent
+        else:
+            hits, window = hits.take(hits.t < end_frame), recent.take(in_window)
         query_t = window.t
         matches = self._keep_timelines(matcher, hits, window, matcher.vote(hits, query_t, landmarks=window))
         matches = self._onsets(matcher, window, matches)
