@@ -66,12 +66,16 @@ DISTINCT_OFFSET_S = 1.0  # vote bins of one track closer than this in offset
 DISTINCT_SPEED = 0.015  # and in speed are one candidate
 MIN_FIT_SPAN_S = 3.0  # query seconds of aligned hits needed to fit the speed rather than take the hypothesis's
 # Confirmation on common keys (``vote`` given the window's landmarks): a
-# candidate with at least CONFIRM_MIN_RARE aligned anchors on the keys the
-# vote uses, but fewer than the threshold, is looked up on the common keys
-# too, within its own recording only, and is a match when at least
-# CONFIRM_MIN_ALIGNED anchors align on all keys together. The best
-# CONFIRM_CANDIDATES such candidates of a window are checked.
-CONFIRM_MIN_RARE = 4
+# candidate from a vote bin of at least CONFIRM_MIN_VOTES votes, with at
+# least CONFIRM_MIN_RARE aligned anchors on the keys the vote uses but
+# fewer than the threshold, is looked up on the common keys too, within its
+# own recording only, and is a match when at least CONFIRM_MIN_ALIGNED
+# anchors align on all keys together. The best CONFIRM_CANDIDATES such
+# candidates of a window are checked. Bins of 3 votes would also lead to
+# candidates with 3 anchors, at 14-19 % more CPU for the same latency
+# (docs/benchmarks-daemon.md, 2026-12-07 (later)).
+CONFIRM_MIN_VOTES = 4
+CONFIRM_MIN_RARE = 3
 CONFIRM_MIN_ALIGNED = 20
 CONFIRM_CANDIDATES = 4
 # ``onset``: a match is extended back along its line over gaps in its aligned
@@ -814,7 +818,7 @@ class Matcher:
         order, offsets = _group_by_track(hits.frame, self.index.starts, self._blocks)
         min_votes = max(3, self.min_aligned // 2)
         if landmarks is not None:
-            min_votes = min(min_votes, max(3, CONFIRM_MIN_RARE))
+            min_votes = min(min_votes, CONFIRM_MIN_VOTES)
         keep = _reachable_tracks(frame, rel_t, order, offsets, self.index.starts, SPEED_STEP_OCT, SPEED_STEPS, min_votes)
         keys, votes, tracks = _track_vote_bins(
             hits.log2_speed, hits.speed_tol, frame, rel_t, order, offsets, SPEED_STEP_OCT, SPEED_STEPS, min_votes, keep

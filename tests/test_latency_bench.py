@@ -11,7 +11,7 @@ import pytest
 from fingerprint.audio import decode
 from fingerprint.index import IndexBuilder
 from fingerprint.landmarks import extract
-from fingerprint.matcher import Matcher
+from fingerprint.matcher import CONFIRM_MIN_ALIGNED, CONFIRM_MIN_RARE, Matcher
 from fingerprint.params import SAMPLE_RATE
 from fingerprint.spectrum import n_frames_for
 from monitor.bench import FILE_RATE, Stream, score_detections
@@ -81,4 +81,4 @@ def test_evidence_bounds_the_latency_from_below(bench) -> None:
     assert evidence_onsets(matcher, replace(stream, truth=[]), ids, 3 * 60.0) == []
     text = evidence_report(onsets)
     assert text.count("\n| ") == len(EVIDENCE_THRESHOLDS) + len(ALL_KEY_THRESHOLDS) + 2 and "no talk-over" in text
-    assert "| the matcher's rules | 10 rare, or 4 rare and 20 in all |" in text
+    assert f"| the matcher's rules | 10 rare, or {CONFIRM_MIN_RARE} rare and {CONFIRM_MIN_ALIGNED} in all |" in text

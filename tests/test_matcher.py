@@ -538,6 +538,20 @@ def test_a_play_short_of_rare_keys_is_confirmed_on_its_common_keys(
     assert found.ref_start == pytest.approx(20.0 + 1.02 * found.query_start - 1.02 * query.t.min() / params.FRAME_RATE, abs=0.2)
 
 
+def test_a_candidate_is_confirmed_from_as_few_rare_anchors_as_the_setting_says(
+    short_of_rare: tuple[Matcher, str, Landmarks, Hits], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A candidate is confirmed from CONFIRM_MIN_RARE aligned anchors on rare keys, not from one fewer."""
+    matcher, track, query, hits = short_of_rare
+    ref_s = 20.0 + 1.02 * query.t.min() / params.FRAME_RATE
+    rare = Matcher(matcher.index, min_aligned=1).verify(hits, query.t, track, ref_s, 1.02)
+    assert rare is not None and matcher_mod.CONFIRM_MIN_RARE <= rare.count < matcher.min_aligned
+    monkeypatch.setattr(matcher_mod, "CONFIRM_MIN_RARE", rare.count)
+    assert [m.track for m in matcher.vote(hits, query.t, landmarks=query)] == [track]
+    monkeypatch.setattr(matcher_mod, "CONFIRM_MIN_RARE", rare.count + 1)
+    assert matcher.vote(hits, query.t, landmarks=query) == []
+
+
 def test_verify_confirms_an_expected_alignment_on_common_keys(short_of_rare: tuple[Matcher, str, Landmarks, Hits]) -> None:
     """A play's own timeline is weighed as the vote weighs a rival: short of rare keys, confirmed on common ones."""
     matcher, track, query, hits = short_of_rare
