@@ -541,7 +541,7 @@ def test_a_play_short_of_rare_keys_is_confirmed_on_its_common_keys(
 def test_a_candidate_is_confirmed_from_as_few_rare_anchors_as_the_setting_says(
     short_of_rare: tuple[Matcher, str, Landmarks, Hits], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A candidate is confirmed from CONFIRM_MIN_RARE aligned anchors on rare keys, not from one fewer."""
+    """A candidate with exactly CONFIRM_MIN_RARE aligned anchors on rare keys is confirmed; one anchor short of it, it is not."""
     matcher, track, query, hits = short_of_rare
     ref_s = 20.0 + 1.02 * query.t.min() / params.FRAME_RATE
     rare = Matcher(matcher.index, min_aligned=1).verify(hits, query.t, track, ref_s, 1.02)
