@@ -290,15 +290,11 @@ class StreamProcessor:
         if tail is not None and len(tail):
             tail = tail.take(tail.t >= start_frame)
             recent, hits = Landmarks.concat([recent, tail]), Hits.concat([hits, matcher.lookup(tail)])
-        in_window = recent.t < end_frame
-        if not in_window.any():
+        if not len(recent):
             events = self.tracker.observe(self._origin_s + end_frame / FRAME_RATE, [])
             self._keep(matcher)
             return events
-        if in_window.all():  # the usual case: nothing is anchored past the end, nothing to copy
-            window = recent
-        else:
-            hits, window = hits.take(hits.t < end_frame), recent.take(in_window)
+        window = recent  # every landmark kept, final or provisional, is anchored before ``end_frame``
         query_t = window.t
         matches = self._keep_timelines(matcher, hits, window, matcher.vote(hits, query_t, landmarks=window))
         matches = self._onsets(matcher, window, matches)

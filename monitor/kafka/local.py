@@ -445,7 +445,8 @@ class LocalBroker:
         broker's was reported as exited, and was still running 10 s later).
         """
         while True:
-            if not (process.poll() is None if process is not None else self._is_ours(pid)):
+            alive = process.poll() is None if process is not None else self._is_ours(pid)
+            if not alive:
                 raise LocalBrokerError(
                     f"the Kafka broker in {self.datadir} exited while starting{_exit_status(process)};"
                     f" its log says:\n{self._log_excerpt()}"
