@@ -16,6 +16,14 @@ Event JSON (one object per Kafka message, key = stream id):
 for this event (for ``play.started``: ``detected_at - started_at`` is the
 detection latency in stream time).
 
+``event_id`` is made from the start ``play.started`` reported. ``play.ended``
+reports the play's final figures under the same ``event_id``, and they can
+differ from the announcement's: the reference range and speed when the
+play was found on another occurrence of a passage its recording repeats
+and moved onto its true timeline, and then the start too when the audio
+before that passage turned out to belong to the play (it began earlier than
+announced).
+
 ``infringements.v1``: the same fields for a play that is not licensed, with
 ``"schema": "castwatch.infringement.v1"``, emitted once per play (on
 ``play.started``) and again with the final figures on ``play.ended``.
@@ -24,8 +32,9 @@ Consumers de-duplicate on (``event_id``, ``event``); ``ended`` supersedes
 
 The same plays are upserted into PostgreSQL (``detections``, and
 ``infringements`` for unlicensed plays) keyed by ``event_id``, so replays
-after a crash update rows instead of adding them, and a row never goes back
-from ``ended`` to ``started``.
+after a crash update rows instead of adding them (with the latest figures,
+start and reference range included), and a row never goes back from
+``ended`` to ``started``.
 """
 
 from __future__ import annotations
@@ -85,7 +94,7 @@ class Outgoing:
             "title": self.recording.title,
             "artist": self.recording.artist,
             "isrc": self.recording.isrc,
-            "started_at": iso_utc(play.started_at),
+            "started_at": iso_utc(play.start),
             "ended_at": iso_utc(play.last_seen) if self.event.kind == ENDED else None,
             "ref_start_s": round(play.ref_start, 3),
             "ref_end_s": round(play.ref_end, 3),
@@ -111,7 +120,11 @@ INSERT INTO detections (event_id, stream_id, track_id, started_at, ended_at, ref
 VALUES (%(event_id)s, %(stream_id)s, %(track_id)s, to_timestamp(%(started_at)s), to_timestamp(%(ended_at)s),
         %(ref_start_s)s, %(ref_end_s)s, %(score)s, %(speed)s, %(licensed)s, %(state)s)
 ON CONFLICT (event_id) DO UPDATE SET
+    started_at = CASE WHEN detections.state = 'ended' AND EXCLUDED.state = 'started'
+                      THEN detections.started_at ELSE EXCLUDED.started_at END,
     ended_at = coalesce(EXCLUDED.ended_at, detections.ended_at),
+    ref_start_s = CASE WHEN detections.state = 'ended' AND EXCLUDED.state = 'started'
+                       THEN detections.ref_start_s ELSE EXCLUDED.ref_start_s END,
     ref_end_s = CASE WHEN detections.state = 'ended' AND EXCLUDED.state = 'started'
                      THEN detections.ref_end_s ELSE EXCLUDED.ref_end_s END,
     score = greatest(detections.score, EXCLUDED.score),
@@ -144,7 +157,7 @@ def store(conn: psycopg.Connection, outgoing: list[Outgoing], state: tuple[str, 
                 "event_id": uuid.UUID(play.event_id),
                 "stream_id": play.stream,
                 "track_id": o.track_id,
-                "started_at": play.started_at,
+                "started_at": play.start,
                 "ended_at": play.last_seen if o.event.kind == ENDED else None,
                 "ref_start_s": play.ref_start,
                 "ref_end_s": play.ref_end,

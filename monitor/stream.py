@@ -313,7 +313,10 @@ class StreamProcessor:
         The play's own timeline can be the wrong one, though: found first on
         the other occurrence of a repeated passage. So a rival match is
         weighed against the play on the kept audio before it (``_fits_better``),
-        and a rival that fits it better takes the play over (``realign``).
+        and a rival that fits it better takes the play over (``realign``),
+        followed back along its line as a new play's match is (``_onsets``):
+        the audio before the repeated passage, which the first alignment
+        could not explain, is where the play began.
         """
         query_t = window.t
         t0_s = self._origin_s + int(query_t.min()) / FRAME_RATE
@@ -326,7 +329,8 @@ class StreamProcessor:
             agrees = lambda m: abs(m.ref_start - (ref_s + play.speed * (m.query_start - (t0_s - self._origin_s)))) <= tolerance  # noqa: E731
             rivals = [m for m in matches if m.track == play.track and not agrees(m)]
             if rivals and self._fits_better(matcher, play, rivals[0], on_line is not None):
-                self.tracker.realign(play, self._evidence(rivals[0]))
+                heard = Landmarks.concat([*self._past, window])  # the true timeline may reach back before the play
+                self.tracker.realign(play, self._evidence(matcher.onset(heard, rivals[0])))
                 continue
             if on_line is None:
                 continue
@@ -360,7 +364,7 @@ class StreamProcessor:
             return rival.ref_start + rival.speed * (at_s - rival.query_start)
 
         tolerance = self.tracker.ref_tolerance_s
-        started = play.started_at - self._origin_s
+        started = play.start - self._origin_s
         length = matcher.track_seconds(play.track)
         if line(started) < -tolerance or line(play.last_seen - self._origin_s) > length + tolerance:
             return False  # the play would lie outside the recording

@@ -25,15 +25,19 @@ tracker turns that into plays:
 - a longer play locked onto the other occurrence of a passage its recording
   repeats (a loop, a copied chorus) is moved onto its true timeline by
   ``realign``, which the stream processor calls when the audio heard so far
-  fits that timeline better: the tracker holds no audio to judge it;
+  fits that timeline better: the tracker holds no audio to judge it; the
+  true timeline can reach back before the play's announced start (the
+  audio before the passage fits it and not the other occurrence), and the
+  play then reports that earlier start, still under its first ``event_id``;
 - a play ends when no evidence has extended it for ``max_gap_s`` of stream
   time (evidence stopped: the station moved on, or switched stream), and
   ``play.ended`` carries the final figures: stream start and end, the
   reference range played, best score, speed;
 - plays of different recordings are independent, so crossfades overlap.
 
-``event_id`` is a UUID derived from (stream, track, play start in ms), so a
-worker that replays the same audio after a crash produces the same ids.
+``event_id`` is a UUID derived from (stream, track, play start in ms, as
+announced in ``play.started``), so a worker that replays the same audio
+after a crash produces the same ids.
 ``snapshot``/``restore`` give a JSON-able state for a changelog.
 """
 
@@ -67,7 +71,7 @@ class Evidence:
 class Play:
     stream: str
     track: str
-    started_at: float  # stream time of the first evidence
+    started_at: float  # stream time of the first evidence, as announced: the event_id's
     last_seen: float  # stream time of the last evidence (the play's end so far)
     ref_start: float
     ref_end: float
@@ -78,14 +82,20 @@ class Play:
     announced: bool  # play.started sent
     confirm: int = 1  # windows needed before play.started: 2 for a new timeline of a recording already playing
     first_end: float = 0.0  # stream time its first window's evidence ended (the second must reach CONFIRM_NEW_S past it)
+    began_at: float | None = None  # an earlier start found after play.started (``realign``): reported from then on
 
     @property
     def event_id(self) -> str:
         return play_event_id(self.stream, self.track, self.started_at)
 
     @property
+    def start(self) -> float:
+        """Stream time the play began, as best known: what events and rows report."""
+        return self.started_at if self.began_at is None else self.began_at
+
+    @property
     def duration(self) -> float:
-        return self.last_seen - self.started_at
+        return self.last_seen - self.start
 
     def expected_ref(self, at: float) -> float:
         """Recording position this play predicts at stream time ``at``."""
@@ -165,8 +175,11 @@ class PlayTracker:
     def realign(self, play: Play, e: Evidence) -> None:
         """Move announced ``play`` onto the timeline of ``e``; it stays one play, under its ``event_id``.
 
-        Its reference range is recomputed on the new timeline. Evidence is
-        not added: ``e`` goes to ``observe`` as usual, and now extends the play.
+        Its reference range is recomputed on the new timeline. If ``e``
+        starts before the play (the audio before the passage that misled the
+        first alignment fits the new timeline), the play begins there from
+        now on: ``play.ended`` reports that start. Evidence is not added:
+        ``e`` goes to ``observe`` as usual, and now extends the play.
         """
         if not play.announced or play.track != e.track:
             raise ValueError("realign moves an announced play onto evidence of its own recording")
@@ -174,7 +187,8 @@ class PlayTracker:
         def line(at: float) -> float:
             return e.ref_start + e.speed * (at - e.start)
 
-        moved = replace(play, ref_start=line(play.started_at), ref_end=line(play.last_seen), speed=e.speed)
+        began_at = e.start if e.start < play.start else play.began_at
+        moved = replace(play, began_at=began_at, ref_start=line(min(e.start, play.start)), ref_end=line(play.last_seen), speed=e.speed)
         self._plays[self._plays.index(play)] = moved
 
     def _observe_track(self, track: str, found: list[Evidence]) -> list[PlayEvent]:
@@ -247,7 +261,8 @@ class PlayTracker:
             corrected = replace(
                 play,
                 started_at=first.started_at,
-                ref_start=play.ref_start - play.speed * (play.started_at - first.started_at),
+                began_at=first.began_at,
+                ref_start=play.ref_start - play.speed * (play.started_at - first.start),
                 score=max(first.score, play.score),
                 count=first.count + play.count,
                 windows=first.windows + play.windows,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -58,6 +59,26 @@ def test_store_is_idempotent_and_never_goes_back_from_ended(conn: psycopg.Connec
     store(conn, [ended])
     store(conn, [started, ended, started])  # a replay after a crash, in any order
     assert rows(conn) == [("ended", pytest.approx(T0 + 30), pytest.approx(40.6), 1)]
+
+
+def test_a_start_revised_before_play_ended_reaches_the_row_under_the_same_event_id(conn: psycopg.Connection, track: int) -> None:
+    """A play moved onto its true timeline, which reaches 6 s before the announced start: the row takes the
+    final start and reference range, and a replayed play.started does not take them back."""
+    started = outgoing(track, STARTED, T0 + 10)
+    play = started.event.play
+    moved = replace(play, began_at=T0 - 6.0, last_seen=T0 + 30, ref_start=40.0, ref_end=76.7)
+    ended = Outgoing(PlayEvent(ENDED, moved), started.decision, started.recording, T0 + 31.5)
+    assert ended.event.event_id == started.event.event_id
+    body = json.loads(ended.messages()[0][2])
+    assert body["started_at"] == "2026-05-28T20:26:34.000Z" and body["ref_start_s"] == 40.0
+    store(conn, [started, ended, started])
+
+    def row() -> tuple:
+        out = conn.execute("SELECT extract(epoch FROM started_at), ref_start_s, ref_end_s, state FROM detections").fetchall()
+        conn.commit()
+        return out
+
+    assert row() == [(pytest.approx(T0 - 6.0), 40.0, pytest.approx(76.7), "ended")]
 
 
 def test_licensed_plays_make_no_infringement(conn: psycopg.Connection, track: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -264,6 +265,37 @@ def test_a_play_found_on_a_repeated_passage_s_other_occurrence_moves_to_its_true
     assert ended.play.started_at - T0_NS / 1e9 == pytest.approx(5.0, abs=2.0)
     assert ended.play.last_seen - T0_NS / 1e9 == pytest.approx(39.0, abs=2.0)
     assert ended.play.ref_start == pytest.approx(40.0, abs=2.0) and ended.play.ref_end == pytest.approx(74.0, abs=2.0)
+
+
+def test_a_play_moved_to_its_true_timeline_is_reported_from_the_audio_before_the_passage_that_misled_it() -> None:
+    """The recording has a passage twice; the stream plays the part before its second occurrence, then the
+    passage, then what follows. A play placed on the passage's first occurrence (as a vote under talk-over can
+    place it, from the passage's start) is moved onto the true timeline when the music parts, and followed back
+    along it: play.ended reports the earlier start, under the event_id play.started announced."""
+    passage = music(10.0, 36, sr=RATE)
+    song = np.concatenate((music(10.0, 35, sr=RATE), passage, music(10.0, 37, sr=RATE), passage, music(14.0, 38, sr=RATE)))
+    matcher = _one_recording(song)  # the passage at 10 s and at 30 s of the recording
+    rng = np.random.default_rng(8)
+    x = np.concatenate((0.05 * rng.standard_normal(5 * RATE), song[20 * RATE :], 0.05 * rng.standard_normal(25 * RATE)))
+    proc = StreamProcessor("fm", lambda: matcher)  # heard from 5 s: 10 s before the passage, the passage at 15 s
+    t0 = T0_NS / 1e9
+    events: list[PlayEvent] = []
+    for c in chunks(x.astype(np.float32), [RATE]):
+        events += proc.feed(c).events
+        if abs(proc.end_s - t0 - 16.0) < 1e-6:
+            (play,) = proc.tracker.plays
+            assert play.start - t0 == pytest.approx(5.0, abs=1.0)  # found where it began
+            wrong = replace(play, started_at=t0 + 15.0, ref_start=10.0, ref_end=10.0 + (play.last_seen - t0 - 15.0))
+            proc.tracker._plays = [wrong]  # as if placed on the passage's first occurrence, from the passage's start
+            events = [PlayEvent(STARTED, wrong)]
+    events += proc.close()
+    assert [e.kind for e in events] == [STARTED, ENDED]
+    started, ended = events
+    assert ended.event_id == started.event_id
+    assert ended.play.start - t0 < 10.0  # moved back through the 10 s the passage's first occurrence did not explain
+    assert ended.play.start - t0 > 5.0 - 1.0
+    assert ended.play.ref_start == pytest.approx(20.0 + (ended.play.start - t0 - 5.0), abs=1.0)
+    assert ended.play.ref_end == pytest.approx(54.0, abs=2.0)
 
 
 @pytest.mark.parametrize(

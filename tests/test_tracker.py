@@ -41,7 +41,7 @@ def run(tracker: PlayTracker, *streams: list[tuple[float, Evidence]], until: flo
 
 
 def summary(events: list[PlayEvent]) -> list[tuple[str, str, float, float]]:
-    return [(e.kind, e.play.track, round(e.play.started_at - T0, 3), round(e.play.last_seen - T0, 3)) for e in events]
+    return [(e.kind, e.play.track, round(e.play.start - T0, 3), round(e.play.last_seen - T0, 3)) for e in events]
 
 
 def test_one_play_starts_at_once_and_ends_after_the_gap() -> None:
@@ -252,6 +252,38 @@ def test_realign_moves_a_play_onto_another_timeline_under_its_event_id() -> None
     assert summary(events) == [(STARTED, "a", 0.0, 10.0), (ENDED, "a", 0.0, 45.0)]
     assert events[0].event_id == events[1].event_id
     assert (events[1].play.ref_start, events[1].play.ref_end) == pytest.approx((40.0, 85.0))
+
+
+def test_realign_onto_a_timeline_reaching_back_revises_the_start_not_the_event_id() -> None:
+    """The true timeline's evidence reaches 6 s before the play's announced start (the audio before the repeated
+    passage fits it): play.ended reports that start under the event_id play.started announced."""
+    tracker = PlayTracker("fm")
+    events = run(tracker, windows("a", T0 + 10, T0 + 40, ref0=100.0))
+    (play,) = tracker.plays
+    true = Evidence("a", T0 + 4, T0 + 45, 44.0, 85.0, 1.0, 0.4, 60)
+    tracker.realign(play, true)
+    snapshot = json.loads(json.dumps(tracker.snapshot()))
+    restored = PlayTracker.restore(snapshot)
+    assert restored.plays == tracker.plays
+    events += restored.observe(T0 + 45, [true]) + restored.close()
+    assert summary(events) == [(STARTED, "a", 10.0, 20.0), (ENDED, "a", 4.0, 45.0)]
+    assert events[1].event_id == events[0].event_id == play_event_id("fm", "a", T0 + 10)
+    assert (events[1].play.ref_start, events[1].play.ref_end) == pytest.approx((44.0, 85.0))
+    assert events[1].play.duration == pytest.approx(41.0)
+
+
+def test_a_rolled_back_worker_keeps_the_play_and_its_event_id_without_the_revised_start() -> None:
+    """A release without ``began_at`` drops it from the snapshot: the play goes on under its event_id, from its
+    announced start."""
+    tracker = PlayTracker("fm")
+    run(tracker, windows("a", T0 + 10, T0 + 40, ref0=100.0))
+    (play,) = tracker.plays
+    tracker.realign(play, Evidence("a", T0 + 4, T0 + 45, 44.0, 85.0, 1.0, 0.4, 60))
+    snapshot = tracker.snapshot()
+    for p in snapshot["plays"]:
+        del p["began_at"]
+    (restored,) = PlayTracker.restore(snapshot).plays
+    assert restored.event_id == play.event_id and restored.start == T0 + 10
 
 
 def test_realign_refuses_a_candidate_or_another_recording() -> None:
