@@ -16,7 +16,9 @@ What it measures, on a catalogue of about 100 h (``--tracks``):
   and missed, plays reported that were not played, and further
   ``play.started`` inside a play already found (a play reported in pieces);
 - start accuracy: how far each found play's reported start is from its true
-  start (p50 / p95 of the error, and how many within 2 s);
+  start (p50 / p95 of the error, and how many within 2 s), taken from the
+  play's last event (``play.ended`` reports a start revised after
+  ``play.started``);
 - memory: the worker's resident memory at each step, and per stream (the
   slope over the steps).
 
@@ -272,12 +274,13 @@ class Detection:
     latencies: list[float]  # stream seconds, truth start -> detected_at
     reported: list[float]  # stream seconds, the play's reported start -> detected_at (the worker's metric)
     talk_over: list[bool] = field(default_factory=list)  # per found play, as latencies: talked over at its start
+    start_errors: list[float] = field(default_factory=list)  # per found play: its final reported start - true start
 
     def start_accuracy(self) -> str:
         """How far reported starts are from true ones: |error| p50 / p95 (s), and how many within START_TOLERANCE_S."""
-        if not self.latencies:
+        if not self.start_errors:
             return "-"
-        errors = np.abs(np.array(self.latencies) - np.array(self.reported))  # reported start - true start
+        errors = np.abs(np.array(self.start_errors))
         within = int((errors <= START_TOLERANCE_S).sum())
         return f"{np.median(errors):.1f} / {np.percentile(errors, 95):.1f} ({within} of {errors.size} within {START_TOLERANCE_S:g} s)"
 
@@ -285,9 +288,12 @@ class Detection:
 def score_detections(streams: list[Stream], events: list[dict[str, object]], ids: dict[str, int], until_ns: int) -> dict[int, Detection]:
     """Per step (its stream count): truth plays that started at least 30 s before ``until_ns``, found or not."""
     started: dict[str, list[dict[str, object]]] = {}
+    final_start: dict[object, str] = {}  # event_id: the start its play.ended reports
     for event in events:
         if event["event"] == "play.started":
             started.setdefault(str(event["stream_id"]), []).append(event)
+        elif "event_id" in event:
+            final_start[event["event_id"]] = str(event["started_at"])
     out: dict[int, Detection] = {}
     for stream in streams:
         d = out.setdefault(stream.level, Detection(0, 0, 0, 0, [], []))
@@ -318,6 +324,7 @@ def score_detections(streams: list[Stream], events: list[dict[str, object]], ids
             d.latencies.append(_epoch(str(first["detected_at"])) - start)
             d.reported.append(_epoch(str(first["detected_at"])) - _epoch(str(first["started_at"])))
             d.talk_over.append(play.talk_over)
+            d.start_errors.append(_epoch(final_start.get(first.get("event_id"), str(first["started_at"]))) - start)
         for n, e in enumerate(mine):
             if n in claimed:
                 continue

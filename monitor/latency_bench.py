@@ -91,7 +91,7 @@ def _iso(seconds: float) -> str:
 
 
 def run_stream(matcher: Matcher, stream: Stream, chunk_s: float, phase: float) -> tuple[list[dict[str, object]], float]:
-    """Feed one broadcast through a StreamProcessor: its ``play.started`` events as the daemon writes them, and CPU seconds."""
+    """Feed one broadcast through a StreamProcessor: its play events as the daemon writes them, and CPU seconds."""
     size = round(chunk_s * FILE_RATE)
     bounds = [0, *range(round(phase * size) or size, stream.audio.shape[0], size), stream.audio.shape[0]]
     processor = StreamProcessor(stream.name, lambda: matcher)
@@ -103,11 +103,10 @@ def run_stream(matcher: Matcher, stream: Stream, chunk_s: float, phase: float) -
         fed = processor.feed(chunk)
         cpu += time.process_time() - began
         for event in fed.events:
-            if event.kind == STARTED:
-                events.append({
-                    "event": STARTED, "stream_id": stream.name, "track_id": int(event.play.track),
-                    "started_at": _iso(event.play.started_at), "detected_at": _iso(processor.end_s),
-                })  # fmt: skip
+            events.append({
+                "event": event.kind, "event_id": event.event_id, "stream_id": stream.name,
+                "track_id": int(event.play.track), "started_at": _iso(event.play.start), "detected_at": _iso(processor.end_s),
+            })  # fmt: skip
     return events, cpu
 
 
@@ -323,9 +322,10 @@ def main(argv: list[str] | None = None) -> int:
         false_unknown = 0
         for stream in tqdm(unknown, unit="stream", desc=f"{chunk_s:g} s chunks, non-catalogue", file=sys.stderr):
             found, _ = run_stream(matcher, stream, chunk_s, 0.0)
-            for event in found:
+            announced = [e for e in found if e["event"] == STARTED]
+            for event in announced:
                 tqdm.write(f"false play: {stream.name} track {event['track_id']} from {event['started_at']}", file=sys.stderr)
-            false_unknown += len(found)
+            false_unknown += len(announced)
         rows.append((chunk_s, detection, cpu / (len(runs) * args.minutes * 60), false_unknown))
     plays = rows[0][1].found + rows[0][1].missed
     text = report(args, rows, hours, len(ids), plays)

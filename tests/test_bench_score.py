@@ -16,8 +16,11 @@ def iso(stream_s: float) -> str:
     return datetime.fromtimestamp(ORIGIN_NS / 1e9 + stream_s, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def started(track: int, start_s: float, detected_s: float) -> dict[str, object]:
-    return {"event": "play.started", "stream_id": "fm-1", "track_id": track, "started_at": iso(start_s), "detected_at": iso(detected_s)}
+def started(track: int, start_s: float, detected_s: float, kind: str = "play.started") -> dict[str, object]:
+    return {
+        "event": kind, "event_id": f"{track}-{start_s}", "stream_id": "fm-1", "track_id": track,
+        "started_at": iso(start_s), "detected_at": iso(detected_s),
+    }  # fmt: skip
 
 
 def test_found_missed_false_and_split_plays() -> None:
@@ -41,7 +44,18 @@ def test_found_missed_false_and_split_plays() -> None:
     assert d.latencies == [6.0, 21.0]
     assert d.reported == [5.0, 6.0]
     assert d.talk_over == [False, True]
+    assert d.start_errors == [1.0, 15.0]
     assert d.start_accuracy() == "8.0 / 14.3 (1 of 2 within 2 s)"  # reported 1 s and 15 s after the true starts
+
+
+def test_the_start_error_is_the_start_of_the_play_s_last_event() -> None:
+    """play.ended can report an earlier start than play.started did (under the same event_id): that one counts."""
+    stream = Stream("fm-1", np.zeros(0, np.int16), [TruthPlay("a.flac", 10.0, 70.0, 0.0, 60.0, 1.0, True)], ORIGIN_NS, 0.0, level=1)
+    ended = started(1, 16.0, 71.0, kind="play.ended") | {"started_at": iso(10.5)}
+    ((_, d),) = score_detections([stream], [started(1, 16.0, 20.0), ended], {"a.flac": 1}, ORIGIN_NS + 200 * 10**9).items()
+    assert (d.found, d.split, d.false) == (1, 0, 0)
+    assert d.reported == [4.0] and d.start_errors == [0.5]
+    assert d.start_accuracy() == "0.5 / 0.5 (1 of 1 within 2 s)"
 
 
 def test_start_accuracy_of_no_play_is_a_dash() -> None:
