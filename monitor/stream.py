@@ -122,9 +122,12 @@ class StreamProcessor:
         self._samples = 0  # samples of the segment at its own rate
         self._resampler: StreamingResampler | None = None
         self._extractor: Extractor | None = None
-        self._recent = Landmarks.empty()
+        # The window's final landmarks and their index hits (by ``_hits_of``), in
+        # the pieces the extractor gave them: a decision drops whole pieces
+        # and joins the rest once, instead of copying the window with every chunk.
+        self._recent: list[Landmarks] = []
+        self._hits: list[Hits] = []
         self._past: deque[Landmarks] = deque()  # final landmarks of the ONSET_S before ``_recent``, as they left it
-        self._hits = Hits.concat([])  # index hits of ``_recent`` by ``_hits_of``
         self._hits_of: Matcher | None = None
         self._decided = 0  # end frame of the last window decided
         self._settled = 0  # frames final at that decision: the vote after it starts no later
@@ -172,9 +175,9 @@ class StreamProcessor:
         self._add(self._extractor.feed(self._resampler.flush()))
         self._add(self._extractor.flush())
         self._extractor = None
-        if not len(self._recent) or int(self._recent.t.max()) < self._settled:
+        if not self._recent or int(self._recent[-1].t.max()) < self._settled:
             return []
-        return self._decide(int(self._recent.t.max()) + 1)
+        return self._decide(int(self._recent[-1].t.max()) + 1)
 
     def snapshot(self) -> dict[str, object]:
         """What must survive a crash (JSON-able): open plays and where the stream is.
@@ -223,9 +226,9 @@ class StreamProcessor:
         self._samples = 0
         self._resampler = StreamingResampler(chunk.rate, SAMPLE_RATE)
         self._extractor = Extractor(LIVE)
-        self._recent = Landmarks.empty()
+        self._recent = []
+        self._hits = []
         self._past.clear()
-        self._hits = Hits.concat([])
         self._decided = 0
         self._settled = 0
         self._kept = {}
@@ -236,19 +239,19 @@ class StreamProcessor:
         if not len(fresh):
             return
         matcher = self._matcher()
-        self._recent = Landmarks.concat([self._recent, fresh])
+        self._recent.append(fresh)
         self._anchors = np.concatenate([self._anchors, np.unique(fresh.t)])
         if matcher is self._hits_of:
             hits = matcher.lookup(fresh)
-            self._hits = Hits.concat([self._hits, hits])
+            self._hits.append(hits)
             if matcher is self._kept_of:
                 self._kept = {track: Hits.concat([kept, matcher.hits_of(hits, track)]) for track, kept in self._kept.items()}
         else:
-            self._hits = matcher.lookup(self._recent)
+            self._hits = [matcher.lookup(part) for part in self._recent]
             self._hits_of = matcher
 
-    def _keep(self, matcher: Matcher) -> None:
-        """Keep the hits on the recordings in play (a recording new to play starts with its window's)."""
+    def _keep(self, matcher: Matcher, window_hits: Hits) -> None:
+        """Keep the hits on the recordings in play (a recording new to play starts with ``window_hits``)."""
         if matcher is not self._kept_of:
             self._kept, self._kept_of = {}, matcher  # frames of another index
         horizon = self._settled - int(KEEP_S * FRAME_RATE)
@@ -256,7 +259,7 @@ class StreamProcessor:
         for track in {p.track for p in self.tracker.plays}:
             hits = self._kept.get(track)
             if hits is None:
-                hits = matcher.hits_of(self._hits, track)
+                hits = matcher.hits_of(window_hits, track)
             kept[track] = hits.take(hits.t >= horizon)
         self._kept = kept
         self._anchors = self._anchors[self._anchors >= horizon]
@@ -275,32 +278,44 @@ class StreamProcessor:
         start_frame = min(end_frame - self._window, self._settled) if self._decided else end_frame - self._window
         self._decided = end_frame
         self._settled = end_frame if settled is None else settled
-        left = self._recent.take(self._recent.t < start_frame)
-        if len(left):
-            self._past.append(left)
+        self._drop_before(start_frame)
         while self._past and self._past[0].t.max() < start_frame - ONSET_S * FRAME_RATE:
             self._past.popleft()
-        self._recent = self._recent.take(self._recent.t >= start_frame)
-        self._hits = self._hits.take(self._hits.t >= start_frame)
         matcher = self._matcher()
         if matcher is not self._hits_of:
-            self._hits = matcher.lookup(self._recent)
+            self._hits = [matcher.lookup(part) for part in self._recent]
             self._hits_of = matcher
         recent, hits = self._recent, self._hits
         if tail is not None and len(tail):
             tail = tail.take(tail.t >= start_frame)
-            recent, hits = Landmarks.concat([recent, tail]), Hits.concat([hits, matcher.lookup(tail)])
-        if not len(recent):
+            recent, hits = [*recent, tail], [*hits, matcher.lookup(tail)]
+        window = Landmarks.concat(recent)  # every landmark kept, final or provisional, is anchored before ``end_frame``
+        all_hits = Hits.concat(hits)
+        final_hits = all_hits.take(slice(0, sum(len(h) for h in self._hits)))
+        if not len(window):
             events = self.tracker.observe(self._origin_s + end_frame / FRAME_RATE, [])
-            self._keep(matcher)
+            self._keep(matcher, final_hits)
             return events
-        window = recent  # every landmark kept, final or provisional, is anchored before ``end_frame``
         query_t = window.t
-        matches = self._keep_timelines(matcher, hits, window, matcher.vote(hits, query_t, landmarks=window))
+        matches = self._keep_timelines(matcher, all_hits, window, matcher.vote(all_hits, query_t, landmarks=window))
         matches = self._onsets(matcher, window, matches)
         events = self.tracker.observe(self._origin_s + end_frame / FRAME_RATE, [self._evidence(m) for m in matches])
-        self._keep(matcher)
+        self._keep(matcher, final_hits)
         return events
+
+    def _drop_before(self, start_frame: int) -> None:
+        """Move the window's landmarks anchored before ``start_frame`` to ``_past`` and drop their hits."""
+        while self._recent and int(self._recent[0].t[0]) < start_frame:
+            part, hits = self._recent[0], self._hits[0]
+            if int(part.t[-1]) < start_frame:  # the whole piece (landmarks come ordered by anchor frame)
+                self._past.append(self._recent.pop(0))
+                self._hits.pop(0)
+                continue
+            cut = int(np.searchsorted(part.t, start_frame))
+            self._past.append(part.take(slice(0, cut)))
+            self._recent[0] = part.take(slice(cut, None))
+            self._hits[0] = hits.take(hits.t >= start_frame)
+            break
 
     def _keep_timelines(self, matcher: Matcher, hits: Hits, window: Landmarks, matches: list[Match]) -> list[Match]:
         """Prefer, for each play in progress, the window's match on the play's own timeline.
