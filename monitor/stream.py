@@ -344,8 +344,8 @@ class StreamProcessor:
             agrees = lambda m: abs(m.ref_start - (ref_s + play.speed * (m.query_start - (t0_s - self._origin_s)))) <= tolerance  # noqa: E731
             rivals = [m for m in matches if m.track == play.track and not agrees(m)]
             if rivals and self._fits_better(matcher, play, rivals[0], on_line is not None):
-                heard = Landmarks.concat([*self._past, window])  # the true timeline may reach back before the play
-                self.tracker.realign(play, self._evidence(matcher.onset(heard, rivals[0])))
+                onset = matcher.onset(self._heard(window), rivals[0])  # the true timeline may reach back before the play
+                self.tracker.realign(play, self._evidence(onset))
                 continue
             if on_line is None:
                 continue
@@ -366,8 +366,12 @@ class StreamProcessor:
         playing = {p.track for p in self.tracker.plays}
         if all(m.track in playing for m in matches):
             return matches
-        heard = Landmarks.concat([*self._past, window])
+        heard = self._heard(window)
         return [m if m.track in playing else matcher.onset(heard, m) for m in matches]
+
+    def _heard(self, window: Landmarks) -> Landmarks:
+        """The final landmarks kept before ``window``, then ``window``: as far back as a match is followed."""
+        return Landmarks.concat([*self._past, window])
 
     def _fits_better(self, matcher: Matcher, play: Play, rival: Match, supported: bool) -> bool:
         """Whether the kept audio of ``play`` before ``rival`` fits the rival's timeline better (see REALIGN_*)."""

@@ -187,8 +187,9 @@ class PlayTracker:
         def line(at: float) -> float:
             return e.ref_start + e.speed * (at - e.start)
 
-        began_at = e.start if e.start < play.start else play.began_at
-        moved = replace(play, began_at=began_at, ref_start=line(min(e.start, play.start)), ref_end=line(play.last_seen), speed=e.speed)
+        start = min(e.start, play.start)
+        began_at = start if start < play.start else play.began_at
+        moved = replace(play, began_at=began_at, ref_start=line(start), ref_end=line(play.last_seen), speed=e.speed)
         self._plays[self._plays.index(play)] = moved
 
     def _observe_track(self, track: str, found: list[Evidence]) -> list[PlayEvent]:
